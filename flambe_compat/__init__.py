@@ -1,0 +1,25 @@
+"""flambe_compat: flambe checkpoints, loadable, checkable and upgradable on current PyTorch.
+
+>>> import flambe_compat
+>>> state = flambe_compat.load_state_from_file("fixtures/flambe-corpus/0.4.18-zip/mlp-dir")
+>>> state["net.0.weight"].shape
+torch.Size([8, 4])
+"""
+
+from __future__ import annotations
+
+from .errors import LoadError
+from .serialization import SaveTreeNode, load_state_from_file, save, save_state_to_file
+from .state import State
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LoadError",
+    "SaveTreeNode",
+    "State",
+    "__version__",
+    "load_state_from_file",
+    "save",
+    "save_state_to_file",
+]

@@ -1,0 +1,118 @@
+"""The API of `flambe.compile.serialization`, kept name for name on current PyTorch.
+
+Code written for flambe keeps working by changing one import:
+
+>>> from flambe_compat.serialization import load_state_from_file
+>>> state = load_state_from_file("fixtures/flambe-corpus/0.4.3-legacy/counter-dir")
+>>> dict(state), sorted(state._metadata["_flambe_directories"])
+({'count': 5, 'label': 'steps'}, [''])
+
+Differences from flambe, all on the side of safety: payloads are unpickled through an
+allow-list unless `trusted=True` (see `flambe_compat.unpickle`), tarballs are unpacked
+with checked member names, every bad archive raises `LoadError`, and saves are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import dill
+
+from .container import opened
+from .errors import LoadError
+from .layout import DEFAULT_PROTOCOL
+from .read import read_state
+from .state import State
+from .tree import (
+    SaveTreeNode,
+    _convert_to_tree,
+    _extract_prefix,
+    _fetch_tree_item,
+    _prefix_keys,
+    _traverse_all_nodes,
+    _update_save_tree,
+    _update_save_tree_metadata,
+    traverse,
+)
+from .unpickle import Trust
+from .write import write_protocol1
+
+__all__ = [
+    "LoadError",
+    "SaveTreeNode",
+    "State",
+    "_convert_to_tree",
+    "_extract_prefix",
+    "_fetch_tree_item",
+    "_prefix_keys",
+    "_traverse_all_nodes",
+    "_update_save_tree",
+    "_update_save_tree_metadata",
+    "load_state_from_file",
+    "save",
+    "save_state_to_file",
+    "traverse",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def save_state_to_file(
+    state: State,
+    path: PathLike,
+    compress: bool = False,
+    pickle_only: bool = False,
+    overwrite: bool = False,
+    pickle_module: Any = dill,
+    pickle_protocol: int = DEFAULT_PROTOCOL,
+) -> None:
+    """Save `state` to `path`.
+
+    By default a folder mirroring the object hierarchy; `compress` tars and gzips it
+    into `PATH.tar.gz`; `pickle_only` writes one pickle, `PATH.pkl` (`PATH.pkl.tar.gz`
+    with `compress`). An existing file or non-empty folder at the archive's path raises
+    `ValueError` unless `overwrite=True`; the archive appears there complete or not at all.
+    `pickle_module` and `pickle_protocol` (default 2) are used for every pickle written.
+    """
+    write_protocol1(
+        state, os.fspath(path), compress, pickle_only, overwrite, pickle_module, pickle_protocol
+    )
+
+
+def save(
+    obj: Any,
+    path: PathLike,
+    compress: bool = False,
+    pickle_only: bool = False,
+    overwrite: bool = False,
+    pickle_module: Any = dill,
+    pickle_protocol: int = DEFAULT_PROTOCOL,
+) -> None:
+    """Save any object with a `get_state()` method: `save_state_to_file(obj.get_state(), ...)`."""
+    save_state_to_file(
+        obj.get_state(), path, compress, pickle_only, overwrite, pickle_module, pickle_protocol
+    )
+
+
+def load_state_from_file(
+    path: PathLike,
+    map_location: Any = None,
+    pickle_module: Any = dill,
+    *,
+    allow_globals: Iterable[str | Any] = (),
+    trusted: bool = False,
+    **pickle_load_args: Any,
+) -> State:
+    """Load the `State` saved at `path`: a folder, a pickle, or either one in a tar.gz.
+
+    The format is inferred. `map_location` moves tensors as in `torch.load`.
+    Payloads are unpickled through an allow-list of tensors and plain data;
+    `allow_globals` adds names (`"module.Class"` or the objects), and `trusted=True`
+    unpickles with `pickle_module` as flambe did: only for archives you trust.
+    Raises `LoadError` naming the file and the problem for any bad archive.
+    """
+    trust = Trust.of(allow_globals, trusted, map_location)
+    with opened(path) as archive:
+        return read_state(archive, trust, pickle_module, **pickle_load_args)

@@ -1,0 +1,110 @@
+"""The bundled corpus of real flambe archives (fixtures/flambe-corpus) and its expectations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "flambe-corpus"
+DIRECTORY_MODES = ("dir", "tgz", "tgz-abs")
+
+
+@dataclass(frozen=True)
+class CorpusArchive:
+    path: Path
+    release: str
+    torch_format: str
+    graph: str
+    mode: str
+    expected: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
+    def release_tuple(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.release.split("."))
+
+    def expected_reading(self) -> dict[str, Any]:
+        """What a correct reader returns: `saved`, minus what the archive cannot hold.
+
+        Folder archives written before 0.4.12 store no `_metadata` in their `state.pt`
+        files, so they carry the node metadata of their text files only.
+        """
+        saved = self.expected["saved"]
+        if self.mode not in DIRECTORY_MODES or self.release_tuple >= (0, 4, 12):
+            return saved
+        metadata = saved["metadata"]
+        directories = metadata["_flambe_directories"]
+        node_only = {"_flambe_directories": directories}
+        for prefix in directories:
+            node_only[prefix] = {
+                k: v for k, v in metadata[prefix].items() if k.startswith("_flambe")
+            }
+        return {**saved, "metadata": node_only}
+
+
+def archives() -> Iterator[CorpusArchive]:
+    for expected_file in sorted(CORPUS.glob("*/expected.json")):
+        expected = json.loads(expected_file.read_text())
+        for name, entry in sorted(expected["archives"].items()):
+            yield CorpusArchive(
+                path=expected_file.parent / name,
+                release=expected["flambe"],
+                torch_format=expected["torch_format"],
+                graph=entry["graph"],
+                mode=entry["mode"],
+                expected=entry,
+            )
+
+
+def digest(value: Any) -> dict[str, Any]:
+    """The digest gen_corpus.py records for one value (tensor, array, or repr)."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().contiguous().cpu()
+        return {
+            "tensor": str(t.dtype),
+            "shape": list(t.shape),
+            "sha256": hashlib.sha256(t.numpy().tobytes()).hexdigest(),
+        }
+    if isinstance(value, np.ndarray):
+        return {
+            "ndarray": str(value.dtype),
+            "shape": list(value.shape),
+            "sha256": hashlib.sha256(value.tobytes()).hexdigest(),
+        }
+    return {"repr": repr(value)}
+
+
+def describe(state: Any) -> dict[str, Any]:
+    """The reading gen_corpus.py records: keys, value digests, metadata."""
+    metadata: dict[str, Any] = {}
+    for key, value in state._metadata.items():
+        if key == "_flambe_directories":
+            metadata[key] = sorted(value)
+        elif isinstance(value, dict):
+            plain = (str, int, float, bool, type(None))
+            metadata[key] = {
+                k: (v if isinstance(v, plain) else repr(v))
+                for k, v in value.items()
+                if k != "_flambe_stash"
+            }
+            if "_flambe_stash" in value:
+                metadata[key]["_flambe_stash"] = {
+                    k: digest(v) for k, v in value["_flambe_stash"].items()
+                }
+        else:
+            metadata[key] = repr(value)
+    return {
+        "keys": list(state.keys()),
+        "values": {k: digest(v) for k, v in state.items()},
+        "metadata": metadata,
+    }
