@@ -30,6 +30,7 @@ CONFIG_FILE_NAME = "config.yaml"
 STASH_FILE_NAME = "stash.pkl"
 PROTOCOL_VERSION_FILE_NAME = "protocol_version.txt"
 REQUIREMENTS_FILE_NAME = "requirements.txt"
+MANIFEST_FILE_NAME = "manifest.json"  # protocol 2
 
 NODE_FILES = (
     STATE_FILE_NAME,

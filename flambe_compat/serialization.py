@@ -37,6 +37,7 @@ from .tree import (
     traverse,
 )
 from .unpickle import Trust
+from .validate import check
 from .write import write_protocol1
 
 __all__ = [
@@ -103,6 +104,7 @@ def load_state_from_file(
     *,
     allow_globals: Iterable[str | Any] = (),
     trusted: bool = False,
+    strict: bool = False,
     **pickle_load_args: Any,
 ) -> State:
     """Load the `State` saved at `path`: a folder, a pickle, or either one in a tar.gz.
@@ -111,8 +113,11 @@ def load_state_from_file(
     Payloads are unpickled through an allow-list of tensors and plain data;
     `allow_globals` adds names (`"module.Class"` or the objects), and `trusted=True`
     unpickles with `pickle_module` as flambe did: only for archives you trust.
-    Raises `LoadError` naming the file and the problem for any bad archive.
+    The archive is validated first (`flambe_compat.validate`): any problem raises
+    `LoadError` listing every problem with its file; `strict=True` also refuses what
+    strict validation flags.
     """
     trust = Trust.of(allow_globals, trusted, map_location)
     with opened(path) as archive:
+        check(archive, strict=strict, trust=trust).raise_for_problems()
         return read_state(archive, trust, pickle_module, **pickle_load_args)

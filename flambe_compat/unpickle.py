@@ -184,17 +184,30 @@ def _safe_unpickler_class(trust: Trust) -> type[pickle.Unpickler]:
     allowed["torch.storage._load_from_bytes"] = functools.partial(_load_nested_torch_file, trust)
     for name in trust.allow_globals:
         allowed.setdefault(name, None)
+    return allow_list_unpickler(allowed)
 
-    class SafeUnpickler(pickle.Unpickler):
+
+def allow_list_unpickler(
+    allowed: dict[str, Any], on_unknown: Callable[[str], Any] | None = None
+) -> type[pickle.Unpickler]:
+    """An unpickler resolving globals through `allowed` only (a `None` value: import it).
+
+    A global outside `allowed` raises `UnsafeGlobalError`, or resolves to
+    `on_unknown(name)` when given (the peeking reader uses inert stand-ins).
+    """
+
+    class AllowListUnpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
             qualified = f"{module}.{name}"
             if qualified not in allowed:
-                raise UnsafeGlobalError(qualified)
+                if on_unknown is None:
+                    raise UnsafeGlobalError(qualified)
+                return on_unknown(qualified)
             if allowed[qualified] is None:
                 allowed[qualified] = _resolve(qualified)
             return allowed[qualified]
 
-    return SafeUnpickler
+    return AllowListUnpickler
 
 
 def _trusted_unpickler_class(pickle_module: Any) -> type[pickle.Unpickler]:

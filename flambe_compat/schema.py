@@ -1,0 +1,114 @@
+"""The JSON Schemas of each format revision, and checking documents against them.
+
+Every error is collected with its place in the document (as jsonschema's
+`iter_errors` finds them), and turned into a `Problem` naming the file it concerns.
+
+>>> schema_name({"layout": "folder", "protocol": 1, "revision": "1.4"})
+'1.4.json'
+>>> [p.rule for p in schema_problems({"layout": "pickle", "protocol": 1}, "pickle-1.json")]
+['pickle-1.json#/required', 'pickle-1.json#/required', ...]
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import deque
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from .problems import Problem
+from .resources import resource_path
+
+
+@functools.cache
+def _registry() -> Registry:
+    folder = resource_path("schemas", "protocol-1.json").parent
+    resources = []
+    for path in sorted(folder.glob("*.json")):
+        contents = json.loads(path.read_text(encoding="utf-8"))
+        resources.append((contents["$id"], Resource.from_contents(contents)))
+    return Registry().with_resources(resources)
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema file `name` (e.g. `1.4.json`), parsed."""
+    schema: dict[str, Any] = json.loads(resource_path("schemas", name).read_text(encoding="utf-8"))
+    return schema
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name), registry=_registry())
+
+
+def schema_name(document: dict[str, Any]) -> str:
+    """Which schema judges a described archive: its revision's, or the pickle format's."""
+    if document.get("layout") == "pickle":
+        return f"pickle-{document.get('protocol') if document.get('protocol') == 1 else '2.0'}.json"
+    return f"{document['revision']}.json"
+
+
+def schema_problems(document: Any, name: str) -> list[Problem]:
+    """Every way `document` breaks the schema `name`, each as a `Problem`."""
+    errors = sorted(_validator(name).iter_errors(document), key=lambda e: list(e.absolute_path))
+    return [_problem(document, name, error) for error in _leaves(errors)]
+
+
+def _leaves(errors: list[ValidationError]) -> list[ValidationError]:
+    """The most specific errors: `allOf`/`$ref` wrappers are replaced by what they contain."""
+    found: list[ValidationError] = []
+    queue = deque(errors)
+    while queue:
+        error = queue.popleft()
+        if error.context:
+            queue.extend(error.context)
+        else:
+            found.append(error)
+    return found
+
+
+def _problem(document: Any, name: str, error: ValidationError) -> Problem:
+    pointer = "/".join(str(part) for part in error.absolute_schema_path)
+    path = _file_of(document, list(error.absolute_path))
+    if error.validator == "required" and list(error.absolute_path)[-1:] == ["files"]:
+        missing = error.message.split("'")[1]  # "'state.pt' is a required property"
+        path = f"{path}/{missing}" if path else missing
+    return Problem(
+        path=path,
+        rule=f"{name}#/{pointer}",
+        message=f"{_field(list(error.absolute_path))}{error.message}",
+    )
+
+
+def _file_of(document: Any, path: list[Any]) -> str:
+    """The archive file a document path is about (`nodes/2/files/state.pt` -> `model/state.pt`)."""
+    if len(path) >= 2 and path[0] == "nodes" and isinstance(document, dict):
+        try:
+            folder = document["nodes"][path[1]]["folder"]
+        except (KeyError, IndexError, TypeError):
+            folder = ""
+        name = _FILE_OF_FIELD.get(str(path[2])) if len(path) > 2 else None
+        if len(path) > 3 and path[2] == "files":
+            name = str(path[3])
+        return "/".join(part for part in (folder, name) if part)
+    if path and path[0] in ("state", "file") and isinstance(document, dict):
+        return str(document.get("file", {}).get("name", ""))
+    return ""
+
+
+def _field(path: list[Any]) -> str:
+    return f"{'/'.join(str(p) for p in path)}: " if path else ""
+
+
+_FILE_OF_FIELD = {
+    "state": "state.pt",
+    "stash": "stash.pkl",
+    "version_file": "version.txt",
+    "protocol_version": "protocol_version.txt",
+    "config": "config.yaml",
+}
