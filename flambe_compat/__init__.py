@@ -11,15 +11,18 @@ from __future__ import annotations
 from .errors import LoadError
 from .serialization import SaveTreeNode, load_state_from_file, save, save_state_to_file
 from .state import State
+from .validate import Report, validate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LoadError",
+    "Report",
     "SaveTreeNode",
     "State",
     "__version__",
     "load_state_from_file",
     "save",
     "save_state_to_file",
+    "validate",
 ]

@@ -120,6 +120,11 @@ def describe_payload(path: Path, relative: str, problems: list[Problem]) -> dict
                 for key, item in value.items()
                 if isinstance(item, TensorInfo)
             }
+            payload["value_types"] = {
+                str(key): type(item).__name__
+                for key, item in value.items()
+                if not isinstance(item, TensorInfo)
+            }
         metadata = getattr(value, "_metadata", None)
         payload["metadata"] = None if metadata is None else jsonable(metadata)
     except (Exception, RecursionError, MemoryError) as error:

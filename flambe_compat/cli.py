@@ -1,0 +1,247 @@
+"""The `flambe-compat` command line: `validate`, `inspect` (and `upgrade`).
+
+Exit codes: 0 when every archive is valid, 1 when any is invalid, 2 for usage or I/O
+errors (a path that does not exist, a folder with no archive in it).
+
+>>> main(["validate", "fixtures/flambe-corpus/0.4.18-zip/counter-dir"])
+fixtures/flambe-corpus/0.4.18-zip/counter-dir: valid (protocol 1 revision 1.4, ...)
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import LoadError
+from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
+from .peek import TensorInfo
+from .tree import component_folders
+from .validate import Report, validate
+
+EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+ARCHIVE_SUFFIXES = (".tar.gz", ".pkl")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    code: int = args.run(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flambe-compat",
+        description="Validate, inspect and upgrade flambe checkpoints without flambe.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser(
+        "validate",
+        help="check archives (folders are searched); exit 1 if any is invalid",
+        description="Check archives against the schema of their revision; no code from an "
+        "archive is run. Folders that are not archives are searched for archives.",
+    )
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("--json", action="store_true", help="print a machine-readable report")
+    check.add_argument("--strict", action="store_true", help="also flag what flambe tolerated")
+    check.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="validate N at once")
+    check.add_argument(
+        "--allow-global",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME",
+        help="accept payloads naming this global (repeatable)",
+    )
+    check.set_defaults(run=_validate)
+
+    show = commands.add_parser(
+        "inspect",
+        help="print an archive's nodes, classes, keys and tensor shapes",
+        description="Print the node tree of an archive with classes, versions, state keys, "
+        "tensor dtypes, shapes and sizes, without loading tensor data.",
+    )
+    show.add_argument("path", metavar="PATH")
+    show.add_argument("--json", action="store_true", help="print the archive's JSON description")
+    show.set_defaults(run=_inspect)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        print("flambe-compat: -j needs a positive number", file=sys.stderr)
+        return EXIT_USAGE
+    archives: list[Path] = []
+    usage_error = False
+    for given in args.paths:
+        try:
+            archives += find_archives(Path(given))
+        except LoadError as error:
+            print(f"flambe-compat: {error}", file=sys.stderr)
+            usage_error = True
+    check = partial(_report, strict=args.strict, allow_globals=tuple(args.allow_global))
+    if args.jobs > 1 and len(archives) > 1:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            reports = list(pool.map(check, archives))
+    else:
+        reports = [check(archive) for archive in archives]
+    invalid = sum(not report.valid for report in reports)
+    if args.json:
+        document = {
+            "valid": invalid == 0 and not usage_error,
+            "archives": len(reports),
+            "invalid": invalid,
+            "strict": args.strict,
+            "reports": [report.as_json() for report in reports],
+        }
+        print(json.dumps(document, indent=1))
+    else:
+        for report in reports:
+            print(report.render())
+        if len(reports) > 1:
+            print(f"{len(reports)} archives, {invalid} invalid")
+    if usage_error:
+        return EXIT_USAGE
+    return EXIT_INVALID if invalid else EXIT_VALID
+
+
+def _report(path: Path, strict: bool, allow_globals: tuple[str, ...]) -> Report:
+    return validate(path, strict=strict, allow_globals=allow_globals)
+
+
+def find_archives(path: Path) -> list[Path]:
+    """`path` itself if it is an archive (or any file), else the archives found below it."""
+    if not path.exists() and not path.is_symlink():
+        raise LoadError(f"{path}: no such file or directory")
+    if not path.is_dir() or _is_archive_folder(path):
+        return [path]
+    found = sorted(_search(path))
+    if not found:
+        raise LoadError(f"{path}: no flambe archive found in this folder")
+    return found
+
+
+def _is_archive_folder(path: Path) -> bool:
+    return (path / PROTOCOL_VERSION_FILE_NAME).is_file() or (path / MANIFEST_FILE_NAME).is_file()
+
+
+def _search(folder: Path) -> Iterator[Path]:
+    for current, subfolders, files in os.walk(folder):
+        here = Path(current)
+        archives = [name for name in subfolders if _is_archive_folder(here / name)]
+        yield from (here / name for name in archives)
+        subfolders[:] = [name for name in subfolders if name not in archives]
+        yield from (here / name for name in files if name.endswith(ARCHIVE_SUFFIXES))
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    report = validate(path)
+    if report.document is None:
+        print(report.render(), file=sys.stderr)
+        return EXIT_USAGE if not path.exists() else EXIT_INVALID
+    if args.json:
+        print(json.dumps(report.document, indent=1))
+    else:
+        print(render_tree(report))
+        if not report.valid:
+            print(report.render(), file=sys.stderr)
+    return EXIT_VALID if report.valid else EXIT_INVALID
+
+
+def render_tree(report: Report) -> str:
+    """The node tree of a described archive, one line per node and per state key."""
+    document = report.document or {}
+    lines = [
+        f"{report.source}: protocol {report.protocol} revision {report.revision} "
+        f"({report.layout} in {report.container})"
+    ]
+    total = 0
+    for prefix, heading, payload in _nodes(document, report.nodes):
+        depth = prefix.count(".") + 1 if prefix else 0
+        indent = "  " * depth
+        lines.append(f"{indent}{prefix or '.'}  {heading}")
+        for key in payload.get("keys") or []:
+            tensor = (payload.get("tensors") or {}).get(key)
+            if tensor:
+                total += _nbytes(tensor)
+                kind = f"{tensor['dtype']} {tensor['shape']}  {_size(_nbytes(tensor))}"
+            else:
+                kind = (payload.get("value_types") or {}).get(key, "?")
+            lines.append(f"{indent}    {key}  {kind}")
+    lines.append(f"tensor data: {_size(total)}")
+    return "\n".join(lines)
+
+
+def _nodes(document: dict[str, Any], prefixes: list[str]) -> Iterator[tuple[str, str, Any]]:
+    if document.get("layout") == "folder":
+        for node, prefix in zip(document["nodes"], _prefix_order(document, prefixes), strict=True):
+            yield prefix, _heading(node.get("version_file")), node.get("state") or {}
+        return
+    state = document.get("state") or {}
+    metadata = state.get("metadata") or {}
+    owners = _owners(state.get("keys") or [], prefixes)
+    for prefix in prefixes:
+        node = metadata.get(prefix) or {}
+        heading = f"{node.get('_flambe_class', '?')} {node.get('_flambe_version', '?')}"
+        dotted = prefix + "." if prefix else ""
+        keys = [key for key in state.get("keys") or [] if owners[key] == prefix]
+        tensors = state.get("tensors") or {}
+        types = state.get("value_types") or {}
+        yield (
+            prefix,
+            heading,
+            {
+                "keys": [key.removeprefix(dotted) for key in keys],
+                "tensors": {k.removeprefix(dotted): tensors[k] for k in keys if k in tensors},
+                "value_types": {k.removeprefix(dotted): types[k] for k in keys if k in types},
+            },
+        )
+
+
+def _prefix_order(document: dict[str, Any], prefixes: list[str]) -> list[str]:
+    by_folder = {"/".join(component_folders(p, prefixes)): p for p in prefixes}
+    return [
+        by_folder.get(node["folder"], node["folder"].replace("/", "."))
+        for node in document["nodes"]
+    ]
+
+
+def _owners(keys: list[str], prefixes: list[str]) -> dict[str, str]:
+    ordered = sorted(prefixes, key=len, reverse=True)
+    return {key: next((p for p in ordered if p and key.startswith(p + ".")), "") for key in keys}
+
+
+def _heading(version_file: str | None) -> str:
+    return (version_file or "?").strip().replace(":", " ")
+
+
+def _nbytes(tensor: dict[str, Any]) -> int:
+    return TensorInfo(tensor["dtype"], tuple(tensor["shape"])).nbytes
+
+
+def _size(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
