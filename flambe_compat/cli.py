@@ -1,4 +1,4 @@
-"""The `flambe-compat` command line: `validate`, `inspect` (and `upgrade`).
+"""The `flambe-compat` command line: `validate`, `inspect` and `upgrade`.
 
 Exit codes: 0 when every archive is valid, 1 when any is invalid, 2 for usage or I/O
 errors (a path that does not exist, a folder with no archive in it).
@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .class_migrations import class_migrations, import_plugins
 from .errors import LoadError
 from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
+from .migrate import LATEST, Migration
 from .peek import TensorInfo
 from .tree import component_folders
+from .upgrade import UpgradeResult, upgrade
 from .validate import Report, validate
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -78,6 +81,29 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("path", metavar="PATH")
     show.add_argument("--json", action="store_true", help="print the archive's JSON description")
     show.set_defaults(run=_inspect)
+
+    move = commands.add_parser(
+        "upgrade",
+        help="upgrade archives to the latest revision (or --to 1.4 for flambe 0.4.18)",
+        description="Upgrade one archive, or every archive found in a folder, step by step "
+        "through the migration chain. Without DST the upgrade is in place and the original "
+        "is kept as NAME.bak (NAME.bak.1, ... : an earlier backup is never overwritten). "
+        "The new archive is validated before it replaces anything.",
+    )
+    move.add_argument("source", metavar="SRC")
+    move.add_argument("destination", nargs="?", metavar="DST")
+    move.add_argument("--to", default=LATEST, metavar="REVISION", help=f"default {LATEST}")
+    move.add_argument("--dry-run", action="store_true", help="print the steps, write nothing")
+    move.add_argument("--json", action="store_true", help="print a machine-readable report")
+    move.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE, which registers class state migrations (repeatable)",
+    )
+    move.add_argument("--progress", action="store_true", help="show progress even off a terminal")
+    move.set_defaults(run=_upgrade)
     return parser
 
 
@@ -117,6 +143,86 @@ def _validate(args: argparse.Namespace) -> int:
     if usage_error:
         return EXIT_USAGE
     return EXIT_INVALID if invalid else EXIT_VALID
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    try:
+        import_plugins(args.plugins)
+        sources = find_archives(Path(args.source))
+    except (LoadError, ImportError) as error:
+        print(f"flambe-compat: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    source_root = Path(args.source)
+    many = len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
+    progress = _Progress(len(sources), enabled=args.progress or sys.stderr.isatty())
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for index, source in enumerate(sources, start=1):
+        destination = None
+        if args.destination is not None:
+            destination = Path(args.destination)
+            if many:
+                destination = destination / source.relative_to(source_root)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+        progress.show(index, source)
+        try:
+            result = upgrade(
+                source,
+                destination,
+                to=args.to,
+                dry_run=args.dry_run,
+                class_migrations=class_migrations if args.plugins else None,
+                on_step=partial(progress.step, source),
+            )
+        except (LoadError, OSError, ValueError) as error:
+            failed += 1
+            results.append({"source": str(source), "error": str(error)})
+            if not args.json:
+                print(f"{source}: upgrade failed: {error}", file=sys.stderr)
+            continue
+        results.append(result.as_json())
+        if not args.json:
+            print(_render_upgrade(result))
+    progress.done()
+    if args.json:
+        print(
+            json.dumps(
+                {"ok": failed == 0, "archives": len(sources), "failed": failed, "results": results},
+                indent=1,
+            )
+        )
+    return EXIT_INVALID if failed else EXIT_VALID
+
+
+def _render_upgrade(result: UpgradeResult) -> str:
+    steps = ", ".join(result.steps) or "nothing to do"
+    if result.dry_run:
+        revisions = f"{result.source_revision} -> {result.target_revision}"
+        return f"{result.source}: {revisions}: {steps} (dry run)"
+    where = f" -> {result.destination}" if result.destination != result.source else ""
+    backup = f" (original kept as {result.backup})" if result.backup else ""
+    classes = "".join(f"; {prefix or '.'} now {v}" for prefix, v in result.classes.items())
+    return f"{result.source}{where}: {steps}{classes}{backup}"
+
+
+class _Progress:
+    """A one-line progress display on stderr for long upgrades."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+
+    def show(self, index: int, source: Path) -> None:
+        if self.enabled:
+            print(f"\r[{index}/{self.total}] {source}", end="", file=sys.stderr, flush=True)
+
+    def step(self, source: Path, step: Migration) -> None:
+        if self.enabled:
+            line = f"\r\x1b[K{source}: {step.source} -> {step.target}"
+            print(line, end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.enabled:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
 
 
 def _report(path: Path, strict: bool, allow_globals: tuple[str, ...]) -> Report:

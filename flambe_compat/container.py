@@ -35,6 +35,15 @@ MIN_UNPACKED_CAP = 1 << 30
 """Tarballs may always unpack to 1 GiB; beyond, to `UNPACK_RATIO` times their size."""
 UNPACK_RATIO = 50
 MAX_MEMBERS = 100_000
+MAX_HEADER_BYTES = 1 << 20
+"""Largest pax or GNU long-name header accepted: tarfile reads a whole one into memory."""
+_EXTENDED_HEADERS = {
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+}
 _CHUNK = 1 << 20
 
 
@@ -101,9 +110,16 @@ def _unpack(source: Path, into: Path) -> str:
     seen: set[str] = set()
     root = ""
     try:
-        with tarfile.open(source, mode="r|gz") as tar:
+        # gzip.open, not mode "r|gz": tarfile's own gzip stream slows down quadratically
+        # on highly compressible data (it re-slices its whole inflated buffer per header).
+        with (
+            gzip.open(source, "rb") as stream,
+            tarfile.open(fileobj=stream, mode="r|", tarinfo=_header_checker(source, cap)) as tar,
+        ):
             for count, member in enumerate(tar, start=1):
                 name = _checked_name(source, member)
+                if member.size < 0:
+                    raise LoadError(f"{source}: tar member {name!r} has a negative size")
                 if count > MAX_MEMBERS:
                     raise LoadError(f"{source}: more than {MAX_MEMBERS} tar members")
                 if name in seen:
@@ -125,11 +141,43 @@ def _unpack(source: Path, into: Path) -> str:
                     )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _copy_member(source, tar, member, target)
-    except (tarfile.TarError, EOFError, OSError, zlib.error, gzip.BadGzipFile) as error:
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as error:
+        # ValueError: tarfile's GNU sparse parsing of pax headers does not wrap its errors
         raise LoadError(f"{source}: not a readable tar.gz archive ({error})") from error
+    except RecursionError:
+        raise LoadError(f"{source}: not a readable tar.gz archive (chained headers)") from None
     if not root:
         raise LoadError(f"{source}: the tar.gz archive is empty")
     return root
+
+
+def _header_checker(source: Path, cap: int) -> type[tarfile.TarInfo]:
+    """A `TarInfo` class refusing a header before tarfile reads what it announces.
+
+    tarfile reads a pax or GNU long-name header whole into memory and skips or reads the
+    data of every member: a header announcing gigabytes is refused here, from its size
+    field, as are sparse members and any member whose data would end past `cap` bytes
+    of the uncompressed stream.
+    """
+
+    class CheckedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+            if self.type == tarfile.GNUTYPE_SPARSE:
+                raise LoadError(f"{source}: tar member {self.name!r} is sparse, which is refused")
+            if self.type in _EXTENDED_HEADERS and self.size > MAX_HEADER_BYTES:
+                raise LoadError(
+                    f"{source}: a tar extended header announces {self.size} bytes "
+                    f"(at most {MAX_HEADER_BYTES})"
+                )
+            if self.offset + tarfile.BLOCKSIZE + self.size > cap:
+                raise LoadError(
+                    f"{source}: unpacks to more than {cap} bytes (a gzip bomb?); "
+                    f"set {MAX_UNPACKED_ENV} to allow more"
+                )
+            member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
+            return member
+
+    return CheckedTarInfo
 
 
 def _checked_name(source: Path, member: tarfile.TarInfo) -> str:

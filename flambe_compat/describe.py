@@ -26,6 +26,7 @@ from .container import Opened
 from .detect import Detection, file_payload_format
 from .layout import (
     CONFIG_FILE_NAME,
+    PICKLE_HEADER_KEY,
     PROTOCOL_VERSION_FILE_NAME,
     SOURCE_FILE_NAME,
     STASH_FILE_NAME,
@@ -110,7 +111,11 @@ def describe_payload(path: Path, relative: str, problems: list[Problem]) -> dict
     payload: dict[str, Any] = {"format": file_payload_format(path)}
     try:
         peeked = peek_file(path)
-        value = peeked.value
+        value: Any = peeked.value
+        metadata = getattr(value, "_metadata", None)
+        if isinstance(value, dict) and isinstance(value.get(PICKLE_HEADER_KEY), dict):
+            payload["header"] = jsonable(value[PICKLE_HEADER_KEY])
+            value, metadata = value.get("state"), value.get("metadata")
         payload["type"] = type(value).__name__
         payload["unsafe_globals"] = peeked.unsafe_globals
         if isinstance(value, dict):
@@ -125,7 +130,6 @@ def describe_payload(path: Path, relative: str, problems: list[Problem]) -> dict
                 for key, item in value.items()
                 if not isinstance(item, TensorInfo)
             }
-        metadata = getattr(value, "_metadata", None)
         payload["metadata"] = None if metadata is None else jsonable(metadata)
     except (Exception, RecursionError, MemoryError) as error:
         message = " ".join(str(error).split())[:300]

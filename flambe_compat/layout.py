@@ -31,6 +31,8 @@ STASH_FILE_NAME = "stash.pkl"
 PROTOCOL_VERSION_FILE_NAME = "protocol_version.txt"
 REQUIREMENTS_FILE_NAME = "requirements.txt"
 MANIFEST_FILE_NAME = "manifest.json"  # protocol 2
+PICKLE_HEADER_KEY = "flambe_compat"
+"""Protocol 2 pickles hold `{PICKLE_HEADER_KEY: header, "state": ..., "metadata": ...}`."""
 
 NODE_FILES = (
     STATE_FILE_NAME,

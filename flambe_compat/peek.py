@@ -146,7 +146,10 @@ def _rebuild_from_type(func: Any, new_type: Any, args: Any, state: Any) -> Any:
 
 
 def _peek_nested(found: list[str], data: bytes) -> Any:
-    return _peek(io.BytesIO(data), payload_format(data[:512])).value
+    """A nested torch file (`torch.storage._load_from_bytes`); its refused globals are ours."""
+    nested = _peek(io.BytesIO(data), payload_format(data[:512]))
+    found.extend(name for name in nested.unsafe_globals if name not in found)
+    return nested.value
 
 
 def _unpickler(found: list[str]) -> type[pickle.Unpickler]:

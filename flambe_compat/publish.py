@@ -1,9 +1,22 @@
 """Publishing a finished archive atomically: it appears at its path complete or not at all.
 
-Writers build the archive in a private temporary folder beside the target (same file
-system, so the final step is a rename), then call `publish`. An existing archive being
-overwritten stays intact until the new one is complete. Temporary folders left by a
-process that died are swept away by the next save to the same place.
+Writers build the archive in a private scratch folder beside the target (same file
+system, so the final step is a rename), then call `publish`:
+
+- nothing at the target (or an empty folder): one rename that refuses to replace
+  anything (Linux `renameat2(RENAME_NOREPLACE)`; elsewhere a folder rename, which cannot
+  replace a non-empty folder, or a hard link for a file). A concurrent writer that got
+  there first wins, and this one raises flambe's `ValueError` unless `overwrite=True`;
+- an existing archive with `overwrite=True`: on Linux the new and old archives swap
+  places in one `renameat2(RENAME_EXCHANGE)` and the old one is deleted with the
+  scratch folder; elsewhere a file replaces a file in one `os.replace`, and other
+  cases take two renames (the old archive moves aside, the new one moves in).
+
+So a killed save leaves the target as it was, and two concurrent saves leave one
+complete archive, never a mix. Scratch folders of processes that died are swept away
+by the next save to the same folder, and an old archive left aside by an interrupted
+two-rename replacement is put back if nothing took its place. Renames are atomic
+against crashes of the process, not power loss: nothing is fsynced (as `torch.save`).
 
 >>> import tempfile, pathlib
 >>> target = pathlib.Path(tempfile.mkdtemp()) / "m.pkl"
@@ -17,16 +30,28 @@ b'data'
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _TEMP_MARK = ".flambe-compat-"
-_TEMP_NAME = re.compile(r"\.flambe-compat-(?:tmp|old)-(\d+)-[A-Za-z0-9_]+$")
+_TEMP_NAME = re.compile(
+    r"^\.(?P<target>.+)\.flambe-compat-(?P<kind>tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+$"
+)
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
+_RACES = {errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
+"""What a rename raises when another process changed the target meanwhile."""
+_ATTEMPTS = 20
 
 
 def check_target(target: Path, overwrite: bool) -> None:
@@ -61,42 +86,134 @@ def staging(target: Path) -> Iterator[Path]:
 
 
 def publish(built: Path, target: Path, overwrite: bool) -> None:
-    """Move the finished archive `built` to `target` in one rename (two when replacing a folder)."""
-    check_target(target, overwrite)
-    if target.is_dir() and not target.is_symlink() and any(target.iterdir()):
-        retired = target.with_name(
-            f".{target.name}{_TEMP_MARK}old-{os.getpid()}-{uuid.uuid4().hex}"
-        )
-        os.rename(target, retired)
+    """Move the finished archive `built` (in a scratch folder) to `target` atomically.
+
+    With `overwrite=True` an existing archive may end up at `built`, to be deleted with
+    the scratch folder. Raises `ValueError` when `target` holds an archive (maybe one a
+    concurrent writer just published) and `overwrite` is false.
+    """
+    for _ in range(_ATTEMPTS):
         try:
-            os.rename(built, target)
-        except OSError:
-            os.rename(retired, target)
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
-    elif target.is_dir() and not target.is_symlink():
-        if built.is_dir():
-            os.replace(built, target)
-        else:
-            target.rmdir()
-            os.rename(built, target)
-    elif built.is_dir() and (target.exists() or target.is_symlink()):
-        target.unlink()
+            if not os.path.lexists(target):
+                _rename_noreplace(built, target)
+            elif _is_empty_folder(target):
+                _replace_empty_folder(built, target)
+            else:
+                check_target(target, overwrite)
+                _swap(built, target)
+            return
+        except OSError as error:
+            if error.errno not in _RACES:
+                raise
+    raise OSError(errno.EAGAIN, f"{target} kept changing while publishing {built}")
+
+
+def _is_empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def _rename_noreplace(source: Path, target: Path) -> None:
+    """Rename `source` to `target`, refusing to replace anything but an empty folder."""
+    if _renameat2(source, target, _RENAME_NOREPLACE):
+        return
+    if source.is_dir():
+        os.rename(source, target)  # refuses a file or a non-empty folder
+    else:
+        os.link(source, target)  # refuses anything in the way
+        os.unlink(source)
+
+
+def _replace_empty_folder(built: Path, target: Path) -> None:
+    """flambe saves into an existing empty folder; fails if someone fills it meanwhile."""
+    if built.is_dir():
         os.rename(built, target)
     else:
+        target.rmdir()
+        _rename_noreplace(built, target)
+
+
+def _swap(built: Path, target: Path) -> None:
+    """Put `built` at the existing `target`, atomically where the system allows."""
+    if _renameat2(built, target, _RENAME_EXCHANGE):
+        return
+    if not built.is_dir() and not target.is_dir():
         os.replace(built, target)
+        return
+    retired = target.with_name(f".{target.name}{_TEMP_MARK}old-{os.getpid()}-{uuid.uuid4().hex}")
+    os.rename(target, retired)
+    try:
+        _rename_noreplace(built, target)
+    finally:
+        _restore(retired, target)
+
+
+def _restore(retired: Path, target: Path) -> None:
+    """Put an old archive moved aside back at `target`, or drop it if `target` is taken."""
+    try:
+        _rename_noreplace(retired, target)
+    except OSError:
+        _remove(retired)
+
+
+def _renameat2_function() -> Callable[..., int] | None:
+    if sys.platform != "linux":
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without renameat2 (glibc < 2.28, musl < 1.2.0)
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _renameat2_function()
+
+
+def _renameat2(source: Path, target: Path, flags: int) -> bool:
+    """Linux `renameat2`; False when this system or file system does not support `flags`."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(source), None, os.fspath(target))
 
 
 def sweep_stale(folder: Path) -> None:
-    """Remove scratch folders in `folder` left behind by processes that no longer run."""
+    """Clean up after processes that died while saving into `folder`.
+
+    Their scratch folders are removed; an old archive they had moved aside is put back
+    if its path is still free.
+    """
     try:
         entries = list(folder.iterdir())
     except OSError:
         return
     for entry in entries:
-        match = _TEMP_NAME.search(entry.name)
-        if match and not _process_alive(int(match.group(1))):
-            shutil.rmtree(entry, ignore_errors=True)
+        match = _TEMP_NAME.match(entry.name)
+        if not match or _process_alive(int(match["pid"])):
+            continue
+        if match["kind"] == "old":
+            _restore(entry, folder / match["target"])
+        else:
+            _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _process_alive(pid: int) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .archive import Archive
 from .container import Opened
 from .describe import node_folders
 from .detect import file_payload_format
@@ -27,22 +28,58 @@ from .errors import LoadError
 from .layout import (
     CONFIG_FILE_NAME,
     FLAMBE_DIRECTORIES_KEY,
+    PICKLE_HEADER_KEY,
+    REQUIREMENTS_FILE_NAME,
     SOURCE_FILE_NAME,
     STASH_FILE_NAME,
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
 )
+from .manifest import PROTOCOL_2, read_manifest, state_from_payload
+from .peek import peek_file
 from .state import State
 from .tree import SaveTreeNode, tree_to_state
 from .unpickle import Trust, UnsafeGlobalError, torch_load, unpickle
+from .validate import Report
 
 T = TypeVar("T")
+
+
+def read_archive(
+    archive: Opened, report: Report, trust: Trust, pickle_module: Any = pickle, **load_args: Any
+) -> Archive:
+    """The decoded `Archive` of an opened archive that `check` found valid (`report`).
+
+    Protocol 2 payloads are memory-mapped (`torch.load(mmap=True)`): tensor bytes are
+    read when used, not up front.
+    """
+    if report.revision is None or report.layout is None:
+        raise LoadError(f"{archive.source}: no revision was detected")
+    original = None
+    if report.protocol == PROTOCOL_2:
+        load_args = {**load_args, "mmap": True}
+        original = _original_revision(archive)
+    requirements = archive.payload / REQUIREMENTS_FILE_NAME
+    return Archive(
+        state=read_state(archive, trust, pickle_module, **load_args),
+        revision=report.revision,
+        layout=report.layout,
+        requirements=_read_text(requirements) if requirements.is_file() else None,
+        original_revision=original,
+    )
+
+
+def _original_revision(archive: Opened) -> Any:
+    if archive.is_directory:
+        return read_manifest(archive.payload).get("original_revision")
+    header = peek_file(archive.payload).value.get(PICKLE_HEADER_KEY, {})
+    return header.get("original_revision")
 
 
 def read_state(
     archive: Opened, trust: Trust, pickle_module: Any = pickle, **load_args: Any
 ) -> State:
-    """The `State` held by an opened, validated protocol 1 archive (folder or pickle)."""
+    """The `State` held by an opened, validated archive (folder or pickle)."""
     if archive.is_directory:
         tree, directories = read_tree(archive.payload, trust, pickle_module, **load_args)
         return tree_to_state(tree, directories)
@@ -50,13 +87,10 @@ def read_state(
 
 
 def read_pickle(path: Path, trust: Trust, pickle_module: Any = pickle, **load_args: Any) -> State:
-    """A pickle-only archive: one pickle of the whole `State`."""
-
-    def load() -> Any:
-        with path.open("rb") as file:
-            return unpickle(file, trust, pickle_module, **load_args)
-
-    value = decode_payload(path, load)
+    """A pickle-only archive: flambe's pickle of the whole `State`, or our protocol 2 file."""
+    value = read_payload(path, trust, pickle_module, load_args)
+    if file_payload_format(path) == "zip":
+        return state_from_payload(value, path)
     if not isinstance(value, Mapping) or not isinstance(getattr(value, "_metadata", None), dict):
         raise LoadError(f"{path}: the pickle does not hold a flambe State")
     if isinstance(value, State):

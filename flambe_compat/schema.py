@@ -60,29 +60,52 @@ def schema_problems(document: Any, name: str) -> list[Problem]:
 
 
 def _leaves(errors: list[ValidationError]) -> list[ValidationError]:
-    """The most specific errors: `allOf`/`$ref` wrappers are replaced by what they contain."""
+    """The most specific errors: an `anyOf`/`oneOf` error is replaced by its branches' errors."""
     found: list[ValidationError] = []
     queue = deque(errors)
     while queue:
         error = queue.popleft()
         if error.context:
-            queue.extend(error.context)
+            queue.extend(_fitting_branches(error.context))
         else:
             found.append(error)
     return found
 
 
+def _fitting_branches(context: list[ValidationError]) -> list[ValidationError]:
+    """The errors of the branches whose type fits the value, if any branch's does.
+
+    The `null` branch of `anyOf: [null, {...}]` says nothing about a value that is there.
+    """
+    misfits = {
+        error.relative_schema_path[0]
+        for error in context
+        if list(error.relative_schema_path)[1:] == ["type"] and not error.relative_path
+    }
+    return [error for error in context if error.relative_schema_path[0] not in misfits] or context
+
+
 def _problem(document: Any, name: str, error: ValidationError) -> Problem:
     pointer = "/".join(str(part) for part in error.absolute_schema_path)
     path = _file_of(document, list(error.absolute_path))
-    if error.validator == "required" and list(error.absolute_path)[-1:] == ["files"]:
-        missing = error.message.split("'")[1]  # "'state.pt' is a required property"
-        path = f"{path}/{missing}" if path else missing
+    file = _file_named(error) if list(error.absolute_path)[-1:] == ["files"] else None
+    if file:
+        path = f"{path}/{file}" if path else file
     return Problem(
         path=path,
         rule=f"{name}#/{pointer}",
         message=f"{_field(list(error.absolute_path))}{error.message}",
     )
+
+
+def _file_named(error: ValidationError) -> str | None:
+    """The file a `required` (missing) or `not: {required}` (forbidden) error is about."""
+    if error.validator == "required":
+        return str(error.message.split("'")[1])  # "'state.pt' is a required property"
+    if error.validator == "not" and isinstance(error.validator_value, dict):
+        forbidden = error.validator_value.get("required") or []
+        return str(forbidden[0]) if forbidden else None
+    return None
 
 
 def _file_of(document: Any, path: list[Any]) -> str:

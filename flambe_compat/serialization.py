@@ -15,15 +15,19 @@ with checked member names, every bad archive raises `LoadError`, and saves are a
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dill
 
+from .class_migrations import ClassMigrations
+from .class_migrations import class_migrations as default_class_migrations
 from .container import opened
 from .errors import LoadError
-from .layout import DEFAULT_PROTOCOL
-from .read import read_state
+from .layout import DEFAULT_PROTOCOL, PROTOCOL_1
+from .manifest import PROTOCOL_2
+from .migrate import LATEST, run
+from .read import read_archive
 from .state import State
 from .tree import (
     SaveTreeNode,
@@ -38,7 +42,7 @@ from .tree import (
 )
 from .unpickle import Trust
 from .validate import check
-from .write import write_protocol1
+from .write import write_protocol1, write_protocol2
 
 __all__ = [
     "LoadError",
@@ -68,6 +72,8 @@ def save_state_to_file(
     overwrite: bool = False,
     pickle_module: Any = dill,
     pickle_protocol: int = DEFAULT_PROTOCOL,
+    *,
+    protocol: int = PROTOCOL_2,
 ) -> None:
     """Save `state` to `path`.
 
@@ -75,11 +81,20 @@ def save_state_to_file(
     into `PATH.tar.gz`; `pickle_only` writes one pickle, `PATH.pkl` (`PATH.pkl.tar.gz`
     with `compress`). An existing file or non-empty folder at the archive's path raises
     `ValueError` unless `overwrite=True`; the archive appears there complete or not at all.
-    `pickle_module` and `pickle_protocol` (default 2) are used for every pickle written.
+
+    `protocol=2` (the default) writes flambe_compat's protocol 2: a `manifest.json` with
+    checksums, payloads loadable with `torch.load(weights_only=True)`; its payloads always
+    use the standard pickle. `protocol=1` writes what flambe 0.4.18 reads, pickling with
+    `pickle_module` and `pickle_protocol` (default 2) as flambe did.
     """
-    write_protocol1(
-        state, os.fspath(path), compress, pickle_only, overwrite, pickle_module, pickle_protocol
-    )
+    if protocol == PROTOCOL_1:
+        write_protocol1(
+            state, os.fspath(path), compress, pickle_only, overwrite, pickle_module, pickle_protocol
+        )
+    elif protocol == PROTOCOL_2:
+        write_protocol2(state, os.fspath(path), compress, pickle_only, overwrite)
+    else:
+        raise ValueError(f"protocol must be 1 or 2, not {protocol!r}")
 
 
 def save(
@@ -90,10 +105,19 @@ def save(
     overwrite: bool = False,
     pickle_module: Any = dill,
     pickle_protocol: int = DEFAULT_PROTOCOL,
+    *,
+    protocol: int = PROTOCOL_2,
 ) -> None:
     """Save any object with a `get_state()` method: `save_state_to_file(obj.get_state(), ...)`."""
     save_state_to_file(
-        obj.get_state(), path, compress, pickle_only, overwrite, pickle_module, pickle_protocol
+        obj.get_state(),
+        path,
+        compress,
+        pickle_only,
+        overwrite,
+        pickle_module,
+        pickle_protocol,
+        protocol=protocol,
     )
 
 
@@ -105,19 +129,35 @@ def load_state_from_file(
     allow_globals: Iterable[str | Any] = (),
     trusted: bool = False,
     strict: bool = False,
+    verify: bool = False,
+    class_versions: Mapping[str, str] | None = None,
+    class_migrations: ClassMigrations | None = None,
     **pickle_load_args: Any,
 ) -> State:
     """Load the `State` saved at `path`: a folder, a pickle, or either one in a tar.gz.
 
-    The format is inferred. `map_location` moves tensors as in `torch.load`.
+    The format and revision are inferred; older revisions are brought to the latest in
+    memory, so the State equals what loading the upgraded archive gives.
+    `map_location` moves tensors as in `torch.load`.
+
     Payloads are unpickled through an allow-list of tensors and plain data;
     `allow_globals` adds names (`"module.Class"` or the objects), and `trusted=True`
     unpickles with `pickle_module` as flambe did: only for archives you trust.
     The archive is validated first (`flambe_compat.validate`): any problem raises
     `LoadError` listing every problem with its file; `strict=True` also refuses what
-    strict validation flags.
+    strict validation flags, and `verify=True` hashes every file of a protocol 2 archive
+    (by default files over 16 MiB are only size-checked).
+
+    `class_versions` (class name -> version) brings those Components' states to the
+    given versions with the registered class migrations (`class_migrations`, by default
+    those registered with `flambe_compat.register_class_migration`).
     """
     trust = Trust.of(allow_globals, trusted, map_location)
     with opened(path) as archive:
-        check(archive, strict=strict, trust=trust).raise_for_problems()
-        return read_state(archive, trust, pickle_module, **pickle_load_args)
+        report = check(archive, strict=strict, trust=trust, verify=verify)
+        report.raise_for_problems()
+        decoded = read_archive(archive, report, trust, pickle_module, **pickle_load_args)
+    state = run(decoded, LATEST).state
+    if class_versions:
+        state = (class_migrations or default_class_migrations).apply(state, class_versions)
+    return state

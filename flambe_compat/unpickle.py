@@ -23,6 +23,7 @@ flambe_compat.unpickle.UnsafeGlobalError: global builtins.print is not on the al
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import functools
 import importlib
@@ -121,6 +122,7 @@ def _default_globals() -> dict[str, Any]:
         "collections.OrderedDict": collections.OrderedDict,
         "builtins.set": set,
         "builtins.frozenset": frozenset,
+        "builtins.bytes": bytes,
         "builtins.bytearray": bytearray,
         "builtins.complex": complex,
         "builtins.slice": slice,
@@ -187,6 +189,15 @@ def _safe_unpickler_class(trust: Trust) -> type[pickle.Unpickler]:
     return allow_list_unpickler(allowed)
 
 
+def python3_name(module: str, name: str) -> str:
+    """`module.name` as Python 3 spells it (protocol 2 pickles may say `__builtin__.set`)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    else:
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return f"{module}.{name}"
+
+
 def allow_list_unpickler(
     allowed: dict[str, Any], on_unknown: Callable[[str], Any] | None = None
 ) -> type[pickle.Unpickler]:
@@ -198,7 +209,7 @@ def allow_list_unpickler(
 
     class AllowListUnpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
-            qualified = f"{module}.{name}"
+            qualified = python3_name(module, name)
             if qualified not in allowed:
                 if on_unknown is None:
                     raise UnsafeGlobalError(qualified)

@@ -12,26 +12,35 @@ a `Report` and never raises for a bad archive. Loading is built on the same `che
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from packaging.version import InvalidVersion, Version
 
 from .container import Opened, opened
 from .describe import describe
-from .detect import detect
+from .detect import Revision, detect
 from .errors import LoadError
-from .layout import FLAMBE_DIRECTORIES_KEY, NODE_FILES, REQUIREMENTS_FILE_NAME, VERSION_FILE_NAME
+from .layout import (
+    FLAMBE_DIRECTORIES_KEY,
+    MANIFEST_FILE_NAME,
+    NODE_FILES,
+    REQUIREMENTS_FILE_NAME,
+    VERSION_FILE_NAME,
+)
+from .manifest import PROTOCOL_2, check_files, read_manifest, state_from_payload
+from .peek import peek_file
 from .problems import Problem
 from .schema import schema_name, schema_problems
 from .tree import component_folders, flambe_component_folders
 from .unpickle import Trust
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
-_KNOWN_FILES = {*NODE_FILES, REQUIREMENTS_FILE_NAME}
+_KNOWN_FILES = {*NODE_FILES, REQUIREMENTS_FILE_NAME, MANIFEST_FILE_NAME}
 
 
 @dataclass
@@ -40,9 +49,9 @@ class Report:
 
     source: str
     container: str | None = None
-    layout: str | None = None
+    layout: Literal["folder", "pickle"] | None = None
     protocol: int | None = None
-    revision: str | None = None
+    revision: Revision | None = None
     nodes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     document: dict[str, Any] | None = field(default=None, repr=False)
@@ -104,9 +113,22 @@ def validate(
         return Report(os.fspath(path), problems=[Problem("", "container", _after_source(error))])
 
 
-def check(archive: Opened, *, strict: bool = False, trust: Trust | None = None) -> Report:
-    """`validate` of an archive already opened (the load path calls this)."""
+def check(
+    archive: Opened,
+    *,
+    strict: bool = False,
+    trust: Trust | None = None,
+    revision: Revision | None = None,
+    verify: bool = False,
+) -> Report:
+    """`validate` of an archive already opened (the load path calls this).
+
+    `revision` judges the archive as that revision instead of the detected one (the
+    migration chain checks each step's result against its target revision's schema).
+    """
     detection = detect(archive)
+    if revision is not None and detection.revision is not None:
+        detection = dataclasses.replace(detection, revision=revision)
     report = Report(
         os.fspath(archive.source),
         container=archive.container,
@@ -120,7 +142,10 @@ def check(archive: Opened, *, strict: bool = False, trust: Trust | None = None) 
     document, problems = describe(archive, detection)
     report.document = document
     report.problems += problems
-    report.problems += schema_problems(document, schema_name(document))
+    if detection.protocol == PROTOCOL_2:
+        report.problems += _protocol2_problems(archive, verify)
+    else:
+        report.problems += schema_problems(document, schema_name(document))
     report.problems += _unsafe_globals(document, trust or Trust())
     if detection.layout == "folder":
         report.nodes = _folder_prefixes(document, report.problems)
@@ -131,6 +156,19 @@ def check(archive: Opened, *, strict: bool = False, trust: Trust | None = None) 
         metadata = (document.get("state") or {}).get("metadata") or {}
         report.nodes = sorted(metadata.get(FLAMBE_DIRECTORIES_KEY) or [])
     return report
+
+
+def _protocol2_problems(archive: Opened, verify: bool) -> list[Problem]:
+    """Protocol 2 describes itself: its manifest (or pickle header) against its schema,
+    then every file against the manifest (sizes, and checksums: see `manifest`)."""
+    try:
+        if archive.is_directory:
+            return check_files(archive.payload, read_manifest(archive.payload), verify)
+        state_from_payload(peek_file(archive.payload).value, archive.payload)
+    except LoadError as error:
+        where = MANIFEST_FILE_NAME if archive.is_directory else archive.payload.name
+        return [Problem(where, "manifest", _after_source(error))]
+    return []
 
 
 def _after_source(error: LoadError) -> str:

@@ -1,8 +1,10 @@
-"""Writing protocol 1 archives, as flambe 0.4.18 writes and reads them (revision 1.4).
+"""Writing archives: protocol 1 as flambe 0.4.18 writes and reads it (revision 1.4), and ours.
 
 The four modes of `save_state_to_file`: a folder mirroring the Components, that folder
-in a tar.gz, one pickle of the `State`, or that pickle in a tar.gz. Differences from
-flambe, none visible to its readers: folder names below a dotted folder are right,
+in a tar.gz, one pickle of the `State`, or that pickle in a tar.gz. Both protocols share
+the folder writer and the staging and atomic publishing of `flambe_compat.publish`;
+protocol 2 adds `manifest.json` (see `flambe_compat.manifest`). Protocol 1 differs from
+flambe, invisibly to its readers: folder names below a dotted folder are right,
 `requirements.txt` comes from `importlib.metadata` instead of `pip freeze`, the archive
 is published atomically, and gzip runs at level 6 instead of 9.
 
@@ -21,12 +23,16 @@ import functools
 import importlib.metadata
 import pickle
 import tarfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import dill
 import torch
 
+from .archive import Archive
 from .layout import (
     COMPRESSED_SUFFIX,
     CONFIG_FILE_NAME,
@@ -40,6 +46,8 @@ from .layout import (
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
 )
+from .manifest import PROTOCOL_2, build_manifest, pickle_payload, write_manifest
+from .manifest import REVISION as REVISION_2
 from .publish import check_target, publish, staging
 from .state import State
 from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
@@ -60,6 +68,36 @@ def archive_path(path: str | Path, compress: bool, pickle_only: bool) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """How a save folder of one revision encodes its files."""
+
+    protocol: int = PROTOCOL_1
+    pickle_module: Any = dill
+    pickle_protocol: int = DEFAULT_PROTOCOL
+    node_metadata: bool = True
+    """Each `state.pt` keeps its `_metadata` (revision 1.3 on)."""
+    torch_stash: bool = True
+    """`stash.pkl` is a `torch.save` file (1.1 on), not a bare pickle."""
+    requirements: bool = True
+    """The root holds `requirements.txt` (1.4 on)."""
+
+
+def encoding_for(revision: str) -> Encoding:
+    """The folder encoding of `revision` (`2.0`: standard pickle, protocol 2).
+
+    >>> encoding_for("1.2")
+    Encoding(protocol=1, ..., node_metadata=False, torch_stash=True, requirements=False)
+    """
+    if revision == REVISION_2:
+        return Encoding(protocol=PROTOCOL_2, pickle_module=pickle)
+    return Encoding(
+        node_metadata=revision >= "1.3",
+        torch_stash=revision >= "1.1",
+        requirements=revision >= "1.4",
+    )
+
+
 def write_protocol1(
     state: State,
     path: str | Path,
@@ -69,18 +107,101 @@ def write_protocol1(
     pickle_module: Any = dill,
     pickle_protocol: int = DEFAULT_PROTOCOL,
 ) -> Path:
-    """Write `state` as flambe 0.4.18 would; returns the archive's path."""
+    """Write `state` as flambe 0.4.18 would (revision 1.4); returns the archive's path."""
+
+    def build(inner: Path) -> None:
+        if pickle_only:
+            with inner.open("wb") as file:
+                dump_legacy_pickle(state, file, pickle_module, pickle_protocol)
+        else:
+            encoding = Encoding(pickle_module=pickle_module, pickle_protocol=pickle_protocol)
+            _write_folder(state_to_tree(state), inner, encoding)
+
+    return _write_archive(path, compress, pickle_only, overwrite, build)
+
+
+def write_protocol2(
+    state: State,
+    path: str | Path,
+    compress: bool = False,
+    pickle_only: bool = False,
+    overwrite: bool = False,
+    original_revision: str | None = None,
+    requirements_text: str | None = None,
+) -> Path:
+    """Write `state` in protocol 2; returns the archive's path.
+
+    A folder (or `.tar.gz`) with `manifest.json`, or one `.pkl` (or `.pkl.tar.gz`) of
+    `manifest.pickle_payload`; every payload is a zip-format `torch.save` with the
+    standard `pickle`, loadable with `torch.load(weights_only=True, mmap=True)` when it
+    holds only tensors and plain data. `original_revision` records the revision an
+    upgraded archive came from; `requirements_text` keeps its `requirements.txt`.
+
+    >>> import tempfile, pathlib
+    >>> from flambe_compat.tree import node_metadata
+    >>> s = State({"count": 1}); s._metadata = {"_flambe_directories": {""},
+    ...     "keep_vars": False, "": node_metadata("Counter")}
+    >>> saved = write_protocol2(s, pathlib.Path(tempfile.mkdtemp()) / "m")
+    >>> (saved / "manifest.json").is_file(), (saved / "protocol_version.txt").read_text()
+    (True, '2')
+    """
+
+    def build(inner: Path) -> None:
+        if pickle_only:
+            payload = pickle_payload(state, original_revision)
+            torch.save(payload, inner, pickle, DEFAULT_PROTOCOL)
+        else:
+            tree = state_to_tree(state)
+            _write_folder(tree, inner, encoding_for(REVISION_2), requirements_text)
+            write_manifest(inner, build_manifest(inner, tree, original_revision))
+
+    return _write_archive(path, compress, pickle_only, overwrite, build)
+
+
+def write_archive(
+    archive: Archive, path: str | Path, compress: bool = False, overwrite: bool = False
+) -> Path:
+    """Write a decoded `Archive` in its own revision, keeping its `requirements.txt`.
+
+    Revisions 1.0 - 1.3 are written as flambe's releases of the time wrote them (the
+    migration chain checks each step this way); tarballs always name members from the
+    basename, as 1.2 on do.
+    """
+    pickle_only = archive.layout == "pickle"
+    if archive.revision == REVISION_2:
+        return write_protocol2(
+            archive.state,
+            path,
+            compress,
+            pickle_only,
+            overwrite,
+            archive.original_revision,
+            archive.requirements,
+        )
+    if pickle_only:
+        return write_protocol1(archive.state, path, compress, True, overwrite)
+
+    def build(inner: Path) -> None:
+        tree = state_to_tree(archive.state)
+        _write_folder(tree, inner, encoding_for(archive.revision), archive.requirements)
+
+    return _write_archive(path, compress, False, overwrite, build)
+
+
+def _write_archive(
+    path: str | Path,
+    compress: bool,
+    pickle_only: bool,
+    overwrite: bool,
+    build: Callable[[Path], None],
+) -> Path:
+    """Build the save with `build(inner)` in a staging folder, tar it if asked, publish it."""
     target = archive_path(path, compress, pickle_only)
     check_target(target, overwrite)
     inner_name = archive_path(path, False, pickle_only).name
     with staging(target) as scratch:
         inner = scratch / inner_name
-        if pickle_only:
-            with inner.open("wb") as file:
-                dump_legacy_pickle(state, file, pickle_module, pickle_protocol)
-        else:
-            write_tree(state_to_tree(state), inner, pickle_module, pickle_protocol)
-            (inner / REQUIREMENTS_FILE_NAME).write_text(requirements(), encoding="utf-8")
+        build(inner)
         built = inner
         if compress:
             built = scratch / target.name
@@ -90,19 +211,35 @@ def write_protocol1(
     return target
 
 
-def write_tree(
-    save_tree: SaveTreeNode, root: Path, pickle_module: Any, pickle_protocol: int
+def _write_folder(
+    save_tree: SaveTreeNode, root: Path, encoding: Encoding, requirements_text: str | None = None
 ) -> None:
-    """One folder per node with flambe's six files."""
+    write_tree(save_tree, root, encoding)
+    if encoding.requirements:
+        text = requirements() if requirements_text is None else requirements_text
+        _write_text(root / REQUIREMENTS_FILE_NAME, text)
+
+
+def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> None:
+    """One folder per node with flambe's six files, encoded as `encoding` says."""
     for node_path, node in _traverse_all_nodes(save_tree):
         folder = root.joinpath(*node_path)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(node.state, folder / STATE_FILE_NAME, pickle_module, pickle_protocol)
+        state = node.state if encoding.node_metadata else OrderedDict(node.state)
+        _torch_save(state, folder / STATE_FILE_NAME, encoding)
         _write_text(folder / VERSION_FILE_NAME, f"{node.class_name}:{node.version}")
         _write_text(folder / SOURCE_FILE_NAME, node.source_code)
         _write_text(folder / CONFIG_FILE_NAME, node.config)
-        _write_text(folder / PROTOCOL_VERSION_FILE_NAME, str(PROTOCOL_1))
-        torch.save(node.object_stash, folder / STASH_FILE_NAME, pickle_module, pickle_protocol)
+        _write_text(folder / PROTOCOL_VERSION_FILE_NAME, str(encoding.protocol))
+        if encoding.torch_stash:
+            _torch_save(node.object_stash, folder / STASH_FILE_NAME, encoding)
+        else:
+            with (folder / STASH_FILE_NAME).open("wb") as file:
+                encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
+
+
+def _torch_save(value: Any, path: Path, encoding: Encoding) -> None:
+    torch.save(value, path, encoding.pickle_module, encoding.pickle_protocol)
 
 
 def _write_text(path: Path, text: str) -> None:

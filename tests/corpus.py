@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickletools
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +35,29 @@ class CorpusArchive:
     def release_tuple(self) -> tuple[int, ...]:
         return tuple(int(p) for p in self.release.split("."))
 
+    @property
+    def layout(self) -> str:
+        """`folder` for directory archives (plain or tarred), `pickle` for pickle-only ones."""
+        return "folder" if self.mode in DIRECTORY_MODES else "pickle"
+
+    @property
+    def directories(self) -> list[str]:
+        """The Component prefixes saved, sorted (`_flambe_directories`)."""
+        return sorted(self.expected["saved"]["metadata"]["_flambe_directories"])
+
     def expected_reading(self) -> dict[str, Any]:
         """What a correct reader returns: `saved`, minus what the archive cannot hold.
 
         Folder archives written before 0.4.12 store no `_metadata` in their `state.pt`
-        files, so they carry the node metadata of their text files only.
+        files, so they carry the node metadata of their text files only, plus the
+        `keep_vars` default that the in-memory upgrade to revision 1.3 records.
         """
         saved = self.expected["saved"]
         if self.mode not in DIRECTORY_MODES or self.release_tuple >= (0, 4, 12):
             return saved
         metadata = saved["metadata"]
         directories = metadata["_flambe_directories"]
-        node_only = {"_flambe_directories": directories}
+        node_only = {"_flambe_directories": directories, "keep_vars": "False"}
         for prefix in directories:
             node_only[prefix] = {
                 k: v for k, v in metadata[prefix].items() if k.startswith("_flambe")
@@ -108,3 +121,41 @@ def describe(state: Any) -> dict[str, Any]:
         "values": {k: digest(v) for k, v in state.items()},
         "metadata": metadata,
     }
+
+
+def expected_revision(archive: CorpusArchive) -> str:
+    """The revision detection reports: the latest one consistent with what the archive shows.
+
+    Pickle-only archives never changed (1.4). A 1.1 folder looks like a 1.2 one, except in
+    a tarball saved to an absolute path: members carried the whole path until 0.4.9.
+    """
+    release = archive.release_tuple
+    if archive.layout == "pickle":
+        return "1.4"
+    if release < (0, 4, 5):
+        return "1.0"
+    if release < (0, 4, 9) and archive.mode == "tgz-abs":
+        return "1.1"
+    if release < (0, 4, 12):
+        return "1.2"
+    return "1.3" if release < (0, 4, 15) else "1.4"
+
+
+def copy_of(name: str, into: Path) -> Path:
+    """A writable copy, under `into`, of the corpus archive `name` (`0.4.18-zip/mlp-dir`)."""
+    source = CORPUS / name
+    target = into / source.name
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
+    return target
+
+
+def truncate_storages(path: Path) -> None:
+    """Cut a legacy-format torch file after its pickles: shapes stay, tensor bytes are gone."""
+    with path.open("r+b") as file:
+        for _ in range(4):  # magic number, protocol, system info, the object
+            for _ in pickletools.genops(file):
+                pass
+        file.truncate(file.tell())

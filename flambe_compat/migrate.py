@@ -1,0 +1,142 @@
+"""The migration chain: single-step upgrades (and one downgrade) between format revisions.
+
+Each step lives in its own module of `migrations/` with `SOURCE`, `TARGET` and a plain
+function `migrate(archive) -> archive`; its docstring says what changed in flambe and
+why. `plan(source, target)` finds the shortest path of steps, refusing unknown revisions
+and revisions newer than we know with a clear error; `run` applies a plan, records the
+original revision once, and checks the archive against the target revision's schema
+after every step (via the `check` callback), so a broken step stops the chain.
+
+>>> [f"{m.source}->{m.target}" for m in plan("1.2", "2.0")]
+['1.2->1.3', '1.3->1.4', '1.4->2.0']
+>>> [f"{m.source}->{m.target}" for m in plan("2.0", "1.4")]
+['2.0->1.4']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import sys
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from .archive import Archive
+from .detect import REVISIONS, Revision
+from .errors import LoadError
+from .problems import Problem
+from .resources import resource_path
+
+LATEST: Revision = REVISIONS[-1]
+FLAMBE_READABLE: Revision = "1.4"
+"""The newest revision flambe 0.4.18 reads."""
+
+
+class MigrationError(LoadError):
+    """No way between two revisions, or a step produced an archive its schema refuses."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step: `source` -> `target`, the function doing it, and why (its docstring)."""
+
+    source: Revision
+    target: Revision
+    function: Callable[[Archive], Archive]
+    module: str
+
+    @property
+    def reason(self) -> str:
+        """The first paragraph of the step's docstring."""
+        return (self.function.__doc__ or "").strip().split("\n\n")[0]
+
+
+@functools.cache
+def migrations() -> tuple[Migration, ...]:
+    """Every step shipped in `migrations/`, ordered by source then target revision."""
+    folder = resource_path("migrations", "__init__.py").parent
+    steps = []
+    for path in sorted(folder.glob("m*.py")):
+        module = _import(path)
+        steps.append(Migration(module.SOURCE, module.TARGET, module.migrate, module.__name__))
+    return tuple(
+        sorted(steps, key=lambda m: (REVISIONS.index(m.source), REVISIONS.index(m.target)))
+    )
+
+
+def _import(path: Path) -> ModuleType:
+    name = f"flambe_compat.migrations.{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the migration step {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def plan(source: str, target: str) -> list[Migration]:
+    """The shortest list of steps from `source` to `target` (empty when they are equal)."""
+    for revision, role in ((source, "archive"), (target, "target")):
+        if revision not in REVISIONS:
+            newer = _is_newer(revision)
+            raise MigrationError(
+                f"{role} revision {revision!r} is "
+                + (
+                    "newer than this flambe-compat knows; upgrade flambe-compat"
+                    if newer
+                    else f"unknown; known revisions: {', '.join(REVISIONS)}"
+                )
+            )
+    paths: dict[str, list[Migration]] = {source: []}
+    queue = deque([source])
+    while queue:
+        current = queue.popleft()
+        if current == target:
+            return paths[current]
+        for step in migrations():
+            if step.source == current and step.target not in paths:
+                paths[step.target] = [*paths[current], step]
+                queue.append(step.target)
+    raise MigrationError(f"no migration path from revision {source} to {target}")
+
+
+def _is_newer(revision: str) -> bool:
+    try:
+        return tuple(map(int, revision.split("."))) > tuple(map(int, LATEST.split(".")))
+    except ValueError:
+        return False
+
+
+Check = Callable[[Archive], Sequence[Problem]]
+
+
+def run(
+    archive: Archive,
+    target: str = LATEST,
+    check: Check | None = None,
+    on_step: Callable[[Migration], None] | None = None,
+) -> Archive:
+    """Apply the steps from `archive.revision` to `target`, checking after each one."""
+    steps = plan(archive.revision, target)
+    if steps and archive.original_revision is None:
+        archive = dataclasses.replace(archive, original_revision=archive.revision)
+    for step in steps:
+        if on_step is not None:
+            on_step(step)
+        archive = step.function(archive)
+        if archive.revision != step.target:
+            raise MigrationError(
+                f"{step.module} left revision {archive.revision}, not {step.target}"
+            )
+        problems = check(archive) if check is not None else ()
+        if problems:
+            listing = "\n".join(f"  {p.render(f'revision {step.target}')}" for p in problems)
+            raise MigrationError(f"{step.module} produced an invalid archive:\n{listing}")
+    return archive
