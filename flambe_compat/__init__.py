@@ -8,21 +8,27 @@ torch.Size([8, 4])
 
 from __future__ import annotations
 
+from .class_migrations import ClassMigrations, register_class_migration
 from .errors import LoadError
 from .serialization import SaveTreeNode, load_state_from_file, save, save_state_to_file
 from .state import State
+from .upgrade import UpgradeResult, upgrade
 from .validate import Report, validate
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassMigrations",
     "LoadError",
     "Report",
     "SaveTreeNode",
     "State",
     "__version__",
+    "UpgradeResult",
     "load_state_from_file",
+    "register_class_migration",
     "save",
     "save_state_to_file",
+    "upgrade",
     "validate",
 ]
