@@ -18,9 +18,10 @@ bring old nodes forward, one registered step at a time:
 
 A step's `source` is a version (`"1.0.0"`), a major wildcard (`"1.x"`) or a PEP 440
 specifier set (`">=1.0,<2"`); `target` is the exact version the step produces. Steps are
-found by class name and chained in order until no step applies (or a requested version
-is reached); the node's recorded version follows, so `version.txt`, the metadata and
-the manifest of a save agree.
+found by class name and chained in order, the nearest target first when several accept a
+version (`1.0.0 -> 1.1.0` runs before `1.x -> 2.0.0`, whatever the registration order),
+until no step applies (or a requested version is reached); the node's recorded version
+follows, so `version.txt`, the metadata and the manifest of a save agree.
 """
 
 from __future__ import annotations
@@ -80,10 +81,10 @@ class ClassMigrations:
         current, steps = _version(version), list[ClassStep]()
         goal = _version(until) if until is not None else None
         while goal is None or current != goal:
-            step = next(
-                (s for s in self.steps if s.class_name == class_name and current in s.source),
-                None,
-            )
+            accepting = [
+                s for s in self.steps if s.class_name == class_name and current in s.source
+            ]
+            step = min(accepting, key=lambda s: s.target, default=None)  # nearest version first
             if step is None or len(steps) >= MAX_STEPS:
                 break
             steps.append(step)
@@ -117,10 +118,22 @@ class ClassMigrations:
             return node
         state: dict[str, Any] = OrderedDict(node.state)
         for step in steps:
-            state = step.function(state)
+            state = OrderedDict(_run_step(step, state))
         state._metadata = getattr(node.state, "_metadata", {})  # type: ignore[attr-defined]
         version = str(steps[-1].target) if steps else node.version
         return node._replace(state=state, version=version, children=children)
+
+
+def _run_step(step: ClassStep, state: dict[str, Any]) -> Mapping[str, Any]:
+    """One user step; whatever goes wrong in it becomes a `LoadError` naming it."""
+    name = f"class migration {step.function.__qualname__} of {step.class_name} to {step.target}"
+    try:
+        migrated = step.function(state)
+    except Exception as error:
+        raise LoadError(f"{name} failed: {type(error).__name__}: {error}") from error
+    if not isinstance(migrated, Mapping):
+        raise LoadError(f"{name} returned {type(migrated).__name__}, not the state")
+    return migrated
 
 
 def _specifier(source: str) -> SpecifierSet:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +33,8 @@ from .validate import Report, validate
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 ARCHIVE_SUFFIXES = (".tar.gz", ".pkl")
+BACKUP_NAME = re.compile(r"\.bak(\.\d+)?$")
+"""What in-place upgrades name the originals: a folder search for `upgrade` skips them."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,13 +149,19 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
+    source_root = Path(args.source)
     try:
         import_plugins(args.plugins)
-        sources = find_archives(Path(args.source))
+        sources = [
+            found
+            for found in find_archives(source_root)
+            if found == source_root or not BACKUP_NAME.search(found.name)
+        ]
+        if not sources:
+            raise LoadError(f"{source_root}: only backups (NAME.bak, NAME.bak.N) found")
     except (LoadError, ImportError) as error:
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
-    source_root = Path(args.source)
     many = len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
     progress = _Progress(len(sources), enabled=args.progress or sys.stderr.isatty())
     results: list[dict[str, Any]] = []
@@ -163,7 +172,6 @@ def _upgrade(args: argparse.Namespace) -> int:
             destination = Path(args.destination)
             if many:
                 destination = destination / source.relative_to(source_root)
-                destination.parent.mkdir(parents=True, exist_ok=True)
         progress.show(index, source)
         try:
             result = upgrade(

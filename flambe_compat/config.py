@@ -16,7 +16,10 @@ from typing import Any
 import yaml
 
 
-class _TagKeepingLoader(yaml.SafeLoader):
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when built
+
+
+class _TagKeepingLoader(_SafeLoader):  # type: ignore[misc,valid-type]
     """A safe loader that accepts every `!tag`, building plain data from the node."""
 
 

@@ -34,7 +34,8 @@ MAX_UNPACKED_ENV = "FLAMBE_COMPAT_MAX_UNPACKED_BYTES"
 MIN_UNPACKED_CAP = 1 << 30
 """Tarballs may always unpack to 1 GiB; beyond, to `UNPACK_RATIO` times their size."""
 UNPACK_RATIO = 50
-MAX_MEMBERS = 100_000
+MAX_MEMBERS = 10_000
+"""More members than any flambe archive has (7 files a node): refused fast, not after minutes."""
 MAX_HEADER_BYTES = 1 << 20
 """Largest pax or GNU long-name header accepted: tarfile reads a whole one into memory."""
 _EXTENDED_HEADERS = {

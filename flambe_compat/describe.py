@@ -41,8 +41,14 @@ MAX_JSON_DEPTH = 64
 _TEXT_FILES = (VERSION_FILE_NAME, PROTOCOL_VERSION_FILE_NAME, SOURCE_FILE_NAME, CONFIG_FILE_NAME)
 
 
-def describe(archive: Opened, detection: Detection) -> tuple[dict[str, Any], list[Problem]]:
-    """The JSON document of an opened archive, and the problems met while reading it."""
+def describe(
+    archive: Opened, detection: Detection, plain: dict[Path, Any] | None = None
+) -> tuple[dict[str, Any], list[Problem]]:
+    """The JSON document of an opened archive, and the problems met while reading it.
+
+    Payloads that hold no tensor and name no refused global are decoded completely by
+    peeking; when `plain` is given they are kept there, by path, for the loader to reuse.
+    """
     problems: list[Problem] = []
     document: dict[str, Any] = {
         "layout": detection.layout,
@@ -54,10 +60,10 @@ def describe(archive: Opened, detection: Detection) -> tuple[dict[str, Any], lis
     if detection.layout == "pickle":
         payload = archive.payload
         document["file"] = {"name": payload.name, "size": payload.stat().st_size}
-        document["state"] = describe_payload(payload, payload.name, problems)
+        document["state"] = describe_payload(payload, payload.name, problems, plain)
     else:
         document["nodes"] = [
-            _describe_node(archive.payload, folder, problems)
+            _describe_node(archive.payload, folder, problems, plain)
             for folder in node_folders(archive.payload)
         ]
     return document, problems
@@ -72,7 +78,9 @@ def node_folders(root: Path) -> list[Path]:
     return sorted(folders, key=lambda f: (len(f.relative_to(root).parts), f.as_posix()))
 
 
-def _describe_node(root: Path, folder: Path, problems: list[Problem]) -> dict[str, Any]:
+def _describe_node(
+    root: Path, folder: Path, problems: list[Problem], plain: dict[Path, Any] | None
+) -> dict[str, Any]:
     relative = folder.relative_to(root).as_posix()
     relative = "" if relative == "." else relative
     files: dict[str, Any] = {}
@@ -101,12 +109,16 @@ def _describe_node(root: Path, folder: Path, problems: list[Problem]) -> dict[st
     for name, key in ((STATE_FILE_NAME, "state"), (STASH_FILE_NAME, "stash")):
         present = name in files and files[name]["size"] > 0
         node[key] = (
-            describe_payload(folder / name, _join(relative, name), problems) if present else None
+            describe_payload(folder / name, _join(relative, name), problems, plain)
+            if present
+            else None
         )
     return node
 
 
-def describe_payload(path: Path, relative: str, problems: list[Problem]) -> dict[str, Any]:
+def describe_payload(
+    path: Path, relative: str, problems: list[Problem], plain: dict[Path, Any] | None = None
+) -> dict[str, Any]:
     """Format, keys, tensor shapes, metadata and refused globals of one payload file."""
     payload: dict[str, Any] = {"format": file_payload_format(path)}
     try:
@@ -118,6 +130,8 @@ def describe_payload(path: Path, relative: str, problems: list[Problem]) -> dict
             value, metadata = value.get("state"), value.get("metadata")
         payload["type"] = type(value).__name__
         payload["unsafe_globals"] = peeked.unsafe_globals
+        if plain is not None and not peeked.unsafe_globals and _is_plain(peeked.value):
+            plain[path] = peeked.value
         if isinstance(value, dict):
             payload["keys"] = [str(key) for key in value]
             payload["tensors"] = {
@@ -138,6 +152,19 @@ def describe_payload(path: Path, relative: str, problems: list[Problem]) -> dict
         )
         payload["error"] = True
     return payload
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """Whether peeking decoded `value` completely: no tensor stand-in anywhere in it."""
+    if isinstance(value, (TensorInfo, Opaque)) or depth > MAX_JSON_DEPTH:
+        return False
+    if isinstance(value, dict):
+        parts: Any = [*value.values(), *getattr(value, "_metadata", {}).values()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        parts = value
+    else:
+        return True
+    return all(_is_plain(part, depth + 1) for part in parts)
 
 
 def _describe_config(text: str, relative: str, problems: list[Problem]) -> dict[str, Any]:

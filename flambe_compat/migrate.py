@@ -135,7 +135,15 @@ def run(
             raise MigrationError(
                 f"{step.module} left revision {archive.revision}, not {step.target}"
             )
-        problems = check(archive) if check is not None else ()
+        try:
+            problems = check(archive) if check is not None else ()
+        except OSError:
+            raise
+        except Exception as error:  # the writer cannot even encode what the step produced
+            raise MigrationError(
+                f"{step.module} produced an archive that cannot be written as revision "
+                f"{step.target}: {type(error).__name__}: {error}"
+            ) from error
         if problems:
             listing = "\n".join(f"  {p.render(f'revision {step.target}')}" for p in problems)
             raise MigrationError(f"{step.module} produced an invalid archive:\n{listing}")

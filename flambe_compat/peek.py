@@ -125,6 +125,8 @@ def _legacy_storage(saved_id: Any) -> Any:
 
 
 def _storage(storage_type: Any) -> _StorageInfo:
+    if storage_type is torch.UntypedStorage:
+        return _StorageInfo(torch.uint8)
     dtype = getattr(storage_type, "dtype", torch.uint8)
     if not isinstance(dtype, torch.dtype):
         raise pickle.UnpicklingError(f"unknown storage type {storage_type!r}")
@@ -132,9 +134,24 @@ def _storage(storage_type: Any) -> _StorageInfo:
 
 
 def _tensor_info(storage: Any, offset: int, size: Any, *args: Any) -> TensorInfo:
+    """`_rebuild_tensor`, `_v2` and `_v3` (its 7th argument: the dtype of an untyped storage)."""
     if not isinstance(storage, _StorageInfo):
         raise pickle.UnpicklingError("a tensor is rebuilt from something that is not a storage")
-    return TensorInfo(str(storage.dtype).removeprefix("torch."), tuple(int(s) for s in size))
+    dtype = args[3] if len(args) > 3 and isinstance(args[3], torch.dtype) else storage.dtype
+    return TensorInfo(str(dtype).removeprefix("torch."), tuple(int(s) for s in size))
+
+
+def _sparse_info(layout: Any, data: Any) -> TensorInfo:
+    """`_rebuild_sparse_tensor`: the dtype of the values, the size given last."""
+    values = [item for item in data if isinstance(item, TensorInfo)]
+    sizes = [
+        item
+        for item in data
+        if isinstance(item, (tuple, list)) and all(isinstance(n, int) for n in item)
+    ]
+    if not values or not sizes:
+        raise pickle.UnpicklingError("a sparse tensor without values or size")
+    return TensorInfo(values[-1].dtype, tuple(sizes[-1]))
 
 
 def _first_argument(data: Any, *args: Any) -> Any:
@@ -159,6 +176,7 @@ def _unpickler(found: list[str]) -> type[pickle.Unpickler]:
     for name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
         allowed[f"torch._utils.{name}"] = _first_argument
     allowed["torch._tensor._rebuild_from_type_v2"] = _rebuild_from_type
+    allowed["torch._utils._rebuild_sparse_tensor"] = _sparse_info
     allowed["torch.storage._load_from_bytes"] = lambda data: _peek_nested(found, data)
     for name in (
         "FloatStorage",

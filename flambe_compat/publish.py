@@ -113,7 +113,8 @@ def _is_empty_folder(path: Path) -> bool:
 
 
 def _rename_noreplace(source: Path, target: Path) -> None:
-    """Rename `source` to `target`, refusing to replace anything but an empty folder."""
+    """Rename `source` to the free `target`; raises if something took that place meanwhile
+    (the portable fallback lets a folder replace an empty folder, which flambe allows)."""
     if _renameat2(source, target, _RENAME_NOREPLACE):
         return
     if source.is_dir():

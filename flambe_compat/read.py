@@ -28,15 +28,13 @@ from .errors import LoadError
 from .layout import (
     CONFIG_FILE_NAME,
     FLAMBE_DIRECTORIES_KEY,
-    PICKLE_HEADER_KEY,
     REQUIREMENTS_FILE_NAME,
     SOURCE_FILE_NAME,
     STASH_FILE_NAME,
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
 )
-from .manifest import PROTOCOL_2, read_manifest, state_from_payload
-from .peek import peek_file
+from .manifest import PROTOCOL_2, state_from_payload
 from .state import State
 from .tree import SaveTreeNode, tree_to_state
 from .unpickle import Trust, UnsafeGlobalError, torch_load, unpickle
@@ -58,10 +56,10 @@ def read_archive(
     original = None
     if report.protocol == PROTOCOL_2:
         load_args = {**load_args, "mmap": True}
-        original = _original_revision(archive)
+        original = _original_revision(report)
     requirements = archive.payload / REQUIREMENTS_FILE_NAME
     return Archive(
-        state=read_state(archive, trust, pickle_module, **load_args),
+        state=read_state(archive, trust, pickle_module, report.plain, **load_args),
         revision=report.revision,
         layout=report.layout,
         requirements=_read_text(requirements) if requirements.is_file() else None,
@@ -69,19 +67,22 @@ def read_archive(
     )
 
 
-def _original_revision(archive: Opened) -> Any:
-    if archive.is_directory:
-        return read_manifest(archive.payload).get("original_revision")
-    header = peek_file(archive.payload).value.get(PICKLE_HEADER_KEY, {})
+def _original_revision(report: Report) -> Any:
+    document = report.document or {}
+    header = document.get("manifest") or (document.get("state") or {}).get("header") or {}
     return header.get("original_revision")
 
 
 def read_state(
-    archive: Opened, trust: Trust, pickle_module: Any = pickle, **load_args: Any
+    archive: Opened,
+    trust: Trust,
+    pickle_module: Any = pickle,
+    plain: Mapping[Path, Any] | None = None,
+    **load_args: Any,
 ) -> State:
     """The `State` held by an opened, validated archive (folder or pickle)."""
     if archive.is_directory:
-        tree, directories = read_tree(archive.payload, trust, pickle_module, **load_args)
+        tree, directories = read_tree(archive.payload, trust, pickle_module, plain, **load_args)
         return tree_to_state(tree, directories)
     return read_pickle(archive.payload, trust, pickle_module, **load_args)
 
@@ -101,26 +102,39 @@ def read_pickle(path: Path, trust: Trust, pickle_module: Any = pickle, **load_ar
 
 
 def read_tree(
-    root: Path, trust: Trust, pickle_module: Any = pickle, **load_args: Any
+    root: Path,
+    trust: Trust,
+    pickle_module: Any = pickle,
+    plain: Mapping[Path, Any] | None = None,
+    **load_args: Any,
 ) -> tuple[SaveTreeNode, set[str] | None]:
-    """The save tree of a save folder, and the `_flambe_directories` its root records."""
-    nodes: dict[Path, SaveTreeNode] = {}
+    """The save tree of a save folder, and the `_flambe_directories` its root records.
+
+    `plain` holds payloads validation already decoded completely (see `describe`).
+    """
+    children: dict[Path, dict[str, SaveTreeNode]] = {}
     for folder in reversed(node_folders(root)):  # children before their parents
-        nodes[folder] = _read_node(folder, nodes, trust, pickle_module, load_args)
-    tree = nodes[root]
+        node = _read_node(
+            folder, children.pop(folder, {}), trust, pickle_module, plain or {}, load_args
+        )
+        children.setdefault(folder.parent, {})[folder.name] = node
+    tree = children[root.parent][root.name]
     recorded = getattr(tree.state, "_metadata", {}).get(FLAMBE_DIRECTORIES_KEY)
     return tree, set(recorded) if isinstance(recorded, (set, frozenset, list)) else None
 
 
 def _read_node(
     folder: Path,
-    decoded: dict[Path, SaveTreeNode],
+    children: dict[str, SaveTreeNode],
     trust: Trust,
     pickle_module: Any,
+    plain: Mapping[Path, Any],
     load_args: dict[str, Any],
 ) -> SaveTreeNode:
-    state = read_payload(folder / STATE_FILE_NAME, trust, pickle_module, load_args)
-    stash = read_payload(folder / STASH_FILE_NAME, trust, pickle_module, load_args)
+    state, stash = (
+        plain[path] if path in plain else read_payload(path, trust, pickle_module, load_args)
+        for path in (folder / STATE_FILE_NAME, folder / STASH_FILE_NAME)
+    )
     if not isinstance(state, dict) or not isinstance(stash, dict):
         raise LoadError(f"{folder}: state.pt and stash.pkl must each hold a dict")
     class_name, version = _read_text(folder / VERSION_FILE_NAME).split(":")
@@ -131,7 +145,7 @@ def _read_node(
         source_code=_read_text(folder / SOURCE_FILE_NAME),
         config=_read_text(folder / CONFIG_FILE_NAME),
         object_stash=stash,
-        children={path.name: node for path, node in decoded.items() if path.parent == folder},
+        children=dict(sorted(children.items())),
     )
 
 

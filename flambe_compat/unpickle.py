@@ -30,6 +30,7 @@ import importlib
 import io
 import os
 import pickle
+import pickletools
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,14 @@ from .state import State
 
 LEGACY_STATE = ("flambe.compile.serialization", "State")
 """Where flambe's pickles find `State`; unpickling maps it to `flambe_compat.State`."""
+MAX_NESTING = 10_000
+"""Deepest nesting of values a pickle may build (CPython hashes nested tuples recursively
+in C: a few megabytes of them, used as a dict key, overflow the stack and kill the process)."""
+TORCHSCRIPT_LOADER = "torch.jit.load"
+"""What `torch.load` hands a TorchScript zip to; refused unless trusted or allowed by name."""
+MAX_RANGE = 1 << 24
+"""Longest `range` a pickle may build: the one lazy value that `set()` or `tuple()` could
+expand far beyond the pickle's size (`set(range(2**40))` never finishes)."""
 
 _HARMLESS_TYPE_NAMES = {
     "set": set,
@@ -98,14 +107,48 @@ def _qualified_name(obj: Any) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-def _load_builtin_type(name: str) -> type:
+def _load_builtin_type(name: str) -> Any:
     """dill's `_load_type`, for the harmless builtin types real archives pickle (a `set`)."""
+    if name in _CHECKED_TYPES:
+        return functools.partial(_CHECKED_TYPES[name])  # fresh: see `_unmodifiable`
     try:
         return _HARMLESS_TYPE_NAMES[name]
     except KeyError:
         raise UnsafeGlobalError(
             f"dill._dill._load_type({name!r})", "names a type outside the harmless builtins"
         ) from None
+
+
+def _new_bytes(*args: Any) -> bytes:
+    """`bytes` as pickles build it, from data they carry: never zero-filled to a size."""
+    if args and isinstance(args[0], int):
+        raise pickle.UnpicklingError(f"bytes({args[0]}) refused: a size, not data")
+    return bytes(*args)
+
+
+def _new_bytearray(*args: Any) -> bytearray:
+    """`bytearray` as pickles build it, from data they carry: never zero-filled to a size
+    (a 40-byte pickle could ask for 16 GiB of zeros)."""
+    if args and isinstance(args[0], int):
+        raise pickle.UnpicklingError(f"bytearray({args[0]}) refused: a size, not data")
+    return bytearray(*args)
+
+
+def _new_range(*args: int) -> range:
+    """`range`, at most `MAX_RANGE` long."""
+    value = range(*args)
+    if len(value) > MAX_RANGE:
+        raise pickle.UnpicklingError(f"{value!r} refused: longer than {MAX_RANGE}")
+    return value
+
+
+_CHECKED_TYPES: dict[str, Callable[..., Any]] = {
+    "bytes": _new_bytes,
+    "bytearray": _new_bytearray,
+    "range": _new_range,
+}
+"""Types whose constructor a pickle could make allocate or iterate without bound: they
+resolve to checked constructors (so such a type pickled as a value loads as one)."""
 
 
 def _encode_latin1(text: str, encoding: str = "utf-8") -> bytes:
@@ -122,17 +165,18 @@ def _default_globals() -> dict[str, Any]:
         "collections.OrderedDict": collections.OrderedDict,
         "builtins.set": set,
         "builtins.frozenset": frozenset,
-        "builtins.bytes": bytes,
-        "builtins.bytearray": bytearray,
+        "builtins.bytes": _CHECKED_TYPES["bytes"],
+        "builtins.bytearray": _CHECKED_TYPES["bytearray"],
         "builtins.complex": complex,
         "builtins.slice": slice,
-        "builtins.range": range,
+        "builtins.range": _CHECKED_TYPES["range"],
         "_codecs.encode": _encode_latin1,
         "dill._dill._load_type": _load_builtin_type,
         "torch.Size": torch.Size,
         "torch.Tensor": torch.Tensor,
         "torch.device": torch.device,
         "torch.nn.parameter.Parameter": torch.nn.Parameter,
+        "torch.storage.UntypedStorage": torch.UntypedStorage,
         "torch.serialization._get_layout": torch.serialization._get_layout,
         "torch._tensor._rebuild_from_type_v2": torch._tensor._rebuild_from_type_v2,
         ".".join(LEGACY_STATE): State,
@@ -162,10 +206,27 @@ def _numpy_globals() -> dict[str, Any]:
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[f"{module}._reconstruct"] = multiarray._reconstruct
         allowed[f"{module}.scalar"] = multiarray.scalar
+    allowed["dill._dill._create_array"] = functools.partial(
+        _create_numpy_array, multiarray._reconstruct
+    )
     for dtype_class in vars(numpy.dtypes).values():
         if isinstance(dtype_class, type) and issubclass(dtype_class, numpy.dtype):
             allowed[f"numpy.dtypes.{dtype_class.__name__}"] = dtype_class
     return allowed
+
+
+def _create_numpy_array(
+    reconstruct: Any, function: Any, args: Any, state: Any, npdict: Any = None
+) -> Any:
+    """dill's `_create_array`, for the plain arrays dill pickles this way (numpy's own
+    `_reconstruct` and no instance dictionary)."""
+    if function is not reconstruct or npdict:
+        raise UnsafeGlobalError(
+            "dill._dill._create_array", "is only allowed for plain numpy arrays"
+        )
+    array = function(*args)
+    array.__setstate__(state)
+    return array
 
 
 def _resolve(qualified_name: str) -> Any:
@@ -208,6 +269,18 @@ def allow_list_unpickler(
     """
 
     class AllowListUnpickler(pickle.Unpickler):
+        def __init__(self, file: IO[bytes], **kwargs: Any) -> None:
+            super().__init__(file, **kwargs)
+            self._file = file
+            self._classes: dict[type, tuple[str, dict[str, Any]]] = {}
+
+        def load(self) -> Any:
+            check_nesting(self._file)
+            try:
+                return super().load()
+            finally:
+                _restore_classes(self._classes)
+
         def find_class(self, module: str, name: str) -> Any:
             qualified = python3_name(module, name)
             if qualified not in allowed:
@@ -216,9 +289,108 @@ def allow_list_unpickler(
                 return on_unknown(qualified)
             if allowed[qualified] is None:
                 allowed[qualified] = _resolve(qualified)
-            return allowed[qualified]
+            value = allowed[qualified]
+            if isinstance(value, type) and not value.__flags__ & _IMMUTABLE_TYPE:
+                self._classes.setdefault(value, (qualified, dict(vars(value))))
+            return _unmodifiable(value)
 
     return AllowListUnpickler
+
+
+_IMMUTABLE_TYPE = 1 << 8
+"""`Py_TPFLAGS_IMMUTABLETYPE`: builtin types, whose attributes no one can set."""
+
+
+def _restore_classes(classes: dict[type, tuple[str, dict[str, Any]]]) -> None:
+    """Undo what a pickle set on an allowed class, and refuse the pickle.
+
+    The BUILD opcode applied to a class (not an instance) sets class attributes, for the
+    whole process: `classes` holds each class's attributes as the pickle first found it.
+    """
+    for cls, (qualified, attributes) in classes.items():
+        now = dict(vars(cls))
+        if now.keys() == attributes.keys() and all(now[k] is v for k, v in attributes.items()):
+            continue
+        for key in now.keys() - attributes.keys():
+            delattr(cls, key)
+        for key, value in attributes.items():
+            if now.get(key) is not value:
+                setattr(cls, key, value)
+        raise UnsafeGlobalError(qualified, "was modified by the pickle (a BUILD on the class)")
+
+
+def _unmodifiable(value: Any) -> Any:
+    """`value`, or a partial made for this lookup when it is a Python function or a partial.
+
+    The BUILD opcode sets attributes on whatever it is given: on an allowed function it
+    would rewrite it for the whole process (`__defaults__`, the cache of
+    `torch.serialization._get_layout`), a partial it would point elsewhere; on a fresh
+    partial it changes nothing else.
+    """
+    if isinstance(value, (types.FunctionType, functools.partial)):
+        return functools.partial(value)
+    return value
+
+
+_MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
+_MODIFIERS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+
+
+def check_nesting(file: IO[bytes]) -> None:
+    """Refuse a pickle that nests values deeper than `MAX_NESTING`, before unpickling it.
+
+    Runs through the opcodes from the current position to STOP, tracking how deep each
+    value on the stack and in the memo is (a value modified in place, e.g. by APPEND,
+    is tracked through the memo too), then rewinds. A pickle of at most `MAX_NESTING`
+    bytes cannot nest deeper and is not scanned. Malformed pickles are left to the
+    unpickler to report.
+    """
+    start = file.tell()
+    if file.seek(0, os.SEEK_END) - start <= MAX_NESTING:
+        file.seek(start)
+        return
+    file.seek(start)
+    stack: list[list[int]] = []  # the depth of each value, boxed to share it with the memo
+    marks: list[int] = []
+    memo: dict[Any, list[int]] = {}
+    try:
+        for opcode, argument, _ in pickletools.genops(file):
+            name = opcode.name
+            if name == "MARK":
+                marks.append(len(stack))
+            elif name in _MEMO_PUT or name == "MEMOIZE":
+                memo[len(memo) if name == "MEMOIZE" else argument] = stack[-1]
+            elif name in _MEMO_GET or name == "DUP":
+                stack.append(memo[argument] if name != "DUP" else stack[-1])
+            else:
+                _apply(opcode, stack, marks)
+    except (ValueError, IndexError, KeyError):
+        pass  # malformed: the unpickler says how
+    finally:
+        file.seek(start)
+
+
+def _apply(opcode: pickletools.OpcodeInfo, stack: list[list[int]], marks: list[int]) -> None:
+    """The depths of what `opcode` leaves on the stack, from the depths it takes."""
+    taken: list[list[int]] = []
+    below = len(opcode.stack_before)
+    if pickletools.markobject in opcode.stack_before:
+        at = marks.pop()
+        taken, stack[at:] = stack[at:], []
+        below = opcode.stack_before.index(pickletools.markobject)
+    if below:
+        taken, stack[-below:] = stack[-below:] + taken, []
+    if opcode.name in _MODIFIERS:
+        target = taken[0]
+        target[0] = max(target[0], 1 + max((box[0] for box in taken[1:]), default=-1))
+        stack.append(target)
+        depth = target[0]
+    else:
+        depth = 1 + max((box[0] for box in taken), default=-1)
+        stack.extend([depth] for _ in opcode.stack_after)
+    if depth > MAX_NESTING:
+        raise pickle.UnpicklingError(f"values nested deeper than {MAX_NESTING} levels")
 
 
 def _trusted_unpickler_class(pickle_module: Any) -> type[pickle.Unpickler]:
@@ -258,6 +430,7 @@ def torch_load(
     **kwargs: Any,
 ) -> Any:
     """`torch.load` of a legacy or zip torch file through the unpickler `trust` allows."""
+    _check_zip(file, trust)
     return torch.load(
         file,
         map_location=trust.map_location,
@@ -266,6 +439,37 @@ def torch_load(
         mmap=mmap or None,
         **kwargs,
     )
+
+
+def _check_zip(file: str | os.PathLike[str] | IO[bytes], trust: Trust) -> None:
+    """Refuse what `torch.load` would do unsafely with a zip file, as torch's reader sees it.
+
+    A TorchScript archive (a `constants.pkl` record) goes to `torch.jit.load`, which runs
+    the code it holds: refused unless trusted. A record larger than the whole file can
+    only be compressed, and torch inflates a record whole into memory: a zip bomb.
+    """
+    if isinstance(file, (str, os.PathLike)):
+        with open(file, "rb") as opened:
+            _check_zip(opened, trust)
+        return
+    start = file.tell()
+    is_zip = file.read(4) == b"PK\x03\x04"
+    size = file.seek(0, os.SEEK_END) - start
+    file.seek(start)
+    if not is_zip:
+        return
+    reader = torch._C.PyTorchFileReader(file)
+    records = reader.get_all_records()
+    file.seek(start)
+    allowed = trust.trusted or TORCHSCRIPT_LOADER in trust.allow_globals
+    if "constants.pkl" in records and not allowed:
+        raise UnsafeGlobalError(TORCHSCRIPT_LOADER, "would run the TorchScript code it holds")
+    for name in records:
+        if reader.get_record_size(name) > size:
+            raise pickle.UnpicklingError(
+                f"zip record {name!r} inflates to {reader.get_record_size(name)} bytes, "
+                f"more than the whole {size}-byte file (a zip bomb?)"
+            )
 
 
 def _load_nested_torch_file(trust: Trust, data: bytes) -> Any:

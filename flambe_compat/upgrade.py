@@ -111,7 +111,7 @@ def upgrade(
         )
         with opened(built) as written:
             check(written, trust=trust).raise_for_problems()
-        final = target.with_name(built.name)
+        final = source if destination is None else target.with_name(built.name)
         if destination is None:
             result.backup = _free_backup_name(source)
             os.rename(source, result.backup)

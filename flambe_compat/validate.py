@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from packaging.version import InvalidVersion, Version
@@ -29,11 +30,11 @@ from .layout import (
     FLAMBE_DIRECTORIES_KEY,
     MANIFEST_FILE_NAME,
     NODE_FILES,
+    PICKLE_HEADER_KEY,
     REQUIREMENTS_FILE_NAME,
     VERSION_FILE_NAME,
 )
-from .manifest import PROTOCOL_2, check_files, read_manifest, state_from_payload
-from .peek import peek_file
+from .manifest import PICKLE_SCHEMA, PROTOCOL_2, check_files, read_manifest
 from .problems import Problem
 from .schema import schema_name, schema_problems
 from .tree import component_folders, flambe_component_folders
@@ -55,6 +56,8 @@ class Report:
     nodes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     document: dict[str, Any] | None = field(default=None, repr=False)
+    plain: dict[Path, Any] = field(default_factory=dict, repr=False)
+    """Payloads that validation decoded completely (no tensors), for the loader to reuse."""
 
     @property
     def valid(self) -> bool:
@@ -139,11 +142,11 @@ def check(
     if detection.revision is None:
         report.problems += [Problem("", "revision", reason) for reason in detection.reasons]
         return report
-    document, problems = describe(archive, detection)
+    document, problems = describe(archive, detection, report.plain)
     report.document = document
     report.problems += problems
     if detection.protocol == PROTOCOL_2:
-        report.problems += _protocol2_problems(archive, verify)
+        report.problems += _protocol2_problems(archive, document, verify)
     else:
         report.problems += schema_problems(document, schema_name(document))
     report.problems += _unsafe_globals(document, trust or Trust())
@@ -158,17 +161,25 @@ def check(
     return report
 
 
-def _protocol2_problems(archive: Opened, verify: bool) -> list[Problem]:
+def _protocol2_problems(archive: Opened, document: dict[str, Any], verify: bool) -> list[Problem]:
     """Protocol 2 describes itself: its manifest (or pickle header) against its schema,
-    then every file against the manifest (sizes, and checksums: see `manifest`)."""
+    then every file against the manifest (sizes, and checksums: see `manifest`). The
+    manifest read is kept in `document["manifest"]`."""
+    if not archive.is_directory:
+        payload = document.get("state") or {}
+        if payload.get("error"):
+            return []  # already reported as undecodable
+        view = {
+            PICKLE_HEADER_KEY: payload.get("header"),
+            "state": dict.fromkeys(payload.get("keys") or []),
+            "metadata": payload.get("metadata"),
+        }
+        return schema_problems(view, PICKLE_SCHEMA)
     try:
-        if archive.is_directory:
-            return check_files(archive.payload, read_manifest(archive.payload), verify)
-        state_from_payload(peek_file(archive.payload).value, archive.payload)
+        document["manifest"] = read_manifest(archive.payload)
+        return check_files(archive.payload, document["manifest"], verify)
     except LoadError as error:
-        where = MANIFEST_FILE_NAME if archive.is_directory else archive.payload.name
-        return [Problem(where, "manifest", _after_source(error))]
-    return []
+        return [Problem(MANIFEST_FILE_NAME, "manifest", _after_source(error))]
 
 
 def _after_source(error: LoadError) -> str:
@@ -206,7 +217,9 @@ def _folder_prefixes(document: dict[str, Any], problems: list[Problem]) -> list[
     """The Component prefixes, cross-checked with `_flambe_directories` when recorded."""
     folders = [node["folder"] for node in document["nodes"]]
     root_metadata = ((document["nodes"][0].get("state") or {}).get("metadata")) or {}
-    recorded = root_metadata.get(FLAMBE_DIRECTORIES_KEY)
+    recorded = (
+        root_metadata.get(FLAMBE_DIRECTORIES_KEY) if isinstance(root_metadata, dict) else None
+    )
     if not isinstance(recorded, list):
         return [folder.replace("/", ".") for folder in folders]
     by_folder: dict[str, str] = {}

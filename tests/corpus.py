@@ -41,6 +41,11 @@ class CorpusArchive:
         return "folder" if self.mode in DIRECTORY_MODES else "pickle"
 
     @property
+    def container(self) -> str:
+        """How the archive is packed: `directory`, `pickle`, or either in a `tar.gz`."""
+        return {"dir": "directory", "pkl": "pickle"}.get(self.mode, "tar.gz")
+
+    @property
     def directories(self) -> list[str]:
         """The Component prefixes saved, sorted (`_flambe_directories`)."""
         return sorted(self.expected["saved"]["metadata"]["_flambe_directories"])
