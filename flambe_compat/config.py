@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when built
 
 

@@ -34,7 +34,7 @@ import os
 import pickletools
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,9 +98,14 @@ def header(original_revision: str | None = None) -> dict[str, Any]:
 
 
 def build_manifest(
-    root: Path, tree: SaveTreeNode, original_revision: str | None = None
+    root: Path,
+    tree: SaveTreeNode,
+    original_revision: str | None = None,
+    digests: Mapping[Path, str] | None = None,
 ) -> dict[str, Any]:
     """The manifest of the save folder `root`, written from `tree` (all files in place).
+
+    `digests` holds sha256 digests already known (computed while writing), by path.
 
     Nodes are listed by folder path, so parents come first and the order is stable.
     """
@@ -120,7 +125,7 @@ def build_manifest(
         "keep_vars": bool(getattr(tree.state, "_metadata", {}).get(KEEP_VARS_KEY, False)),
         "directories": sorted(node["prefix"] for node in nodes),
         "nodes": nodes,
-        "files": _describe_files(root),
+        "files": _describe_files(root, digests or {}),
         "trusted_decoding_required": bool(unsafe),
         "unsafe_globals": unsafe,
     }
@@ -146,13 +151,14 @@ def _describe_node(path: list[str], node: SaveTreeNode) -> dict[str, Any]:
     }
 
 
-def _describe_files(root: Path) -> list[dict[str, Any]]:
+def _describe_files(root: Path, known: Mapping[Path, str]) -> list[dict[str, Any]]:
     sizes = {path: size for path, size in _listing(root).items() if size is not None}
     sizes.pop(MANIFEST_FILE_NAME, None)
-    digests = _sha256_all([(root / path, size) for path, size in sizes.items()])
+    unknown = [(root / path, size) for path, size in sizes.items() if root / path not in known]
+    digests = dict(zip((path for path, _ in unknown), _sha256_all(unknown), strict=True))
     return [
-        {"path": path, "size": size, "sha256": digest}
-        for (path, size), digest in zip(sizes.items(), digests, strict=True)
+        {"path": path, "size": size, "sha256": known.get(root / path) or digests[root / path]}
+        for path, size in sizes.items()
     ]
 
 

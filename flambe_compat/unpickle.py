@@ -203,6 +203,8 @@ def _numpy_globals() -> dict[str, Any]:
         return {}
     multiarray = importlib.import_module("numpy._core.multiarray")
     allowed: dict[str, Any] = {"numpy.ndarray": numpy.ndarray, "numpy.dtype": numpy.dtype}
+    for module in ("numpy.core.numeric", "numpy._core.numeric"):
+        allowed[f"{module}._frombuffer"] = _frombuffer
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[f"{module}._reconstruct"] = multiarray._reconstruct
         allowed[f"{module}.scalar"] = multiarray.scalar
@@ -213,6 +215,16 @@ def _numpy_globals() -> dict[str, Any]:
         if isinstance(dtype_class, type) and issubclass(dtype_class, numpy.dtype):
             allowed[f"numpy.dtypes.{dtype_class.__name__}"] = dtype_class
     return allowed
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> Any:
+    """numpy's `_frombuffer` (arrays pickled at protocol 5), for data dtypes only."""
+    import numpy
+
+    dtype = numpy.dtype(dtype)
+    if dtype.hasobject:
+        raise UnsafeGlobalError("numpy._core.numeric._frombuffer", "with an object dtype")
+    return numpy.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
 
 
 def _create_numpy_array(
@@ -302,21 +314,26 @@ _IMMUTABLE_TYPE = 1 << 8
 
 
 def _restore_classes(classes: dict[type, tuple[str, dict[str, Any]]]) -> None:
-    """Undo what a pickle set on an allowed class, and refuse the pickle.
+    """Undo what a pickle set on allowed classes, and refuse the pickle if it did.
 
     The BUILD opcode applied to a class (not an instance) sets class attributes, for the
     whole process: `classes` holds each class's attributes as the pickle first found it.
     """
+    modified = []
     for cls, (qualified, attributes) in classes.items():
         now = dict(vars(cls))
         if now.keys() == attributes.keys() and all(now[k] is v for k, v in attributes.items()):
             continue
+        modified.append(qualified)
         for key in now.keys() - attributes.keys():
             delattr(cls, key)
         for key, value in attributes.items():
             if now.get(key) is not value:
                 setattr(cls, key, value)
-        raise UnsafeGlobalError(qualified, "was modified by the pickle (a BUILD on the class)")
+    if modified:
+        raise pickle.UnpicklingError(
+            f"the pickle modified the class {', '.join(modified)} (a BUILD on the class itself)"
+        )
 
 
 def _unmodifiable(value: Any) -> Any:

@@ -20,14 +20,16 @@ PosixPath('.../m.tar.gz')
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import pickle
 import tarfile
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import dill
 import torch
@@ -152,8 +154,8 @@ def write_protocol2(
             torch.save(payload, inner, pickle, DEFAULT_PROTOCOL)
         else:
             tree = state_to_tree(state)
-            _write_folder(tree, inner, encoding_for(REVISION_2), requirements_text)
-            write_manifest(inner, build_manifest(inner, tree, original_revision))
+            digests = _write_folder(tree, inner, encoding_for(REVISION_2), requirements_text)
+            write_manifest(inner, build_manifest(inner, tree, original_revision, digests))
 
     return _write_archive(path, compress, pickle_only, overwrite, build)
 
@@ -213,33 +215,67 @@ def _write_archive(
 
 def _write_folder(
     save_tree: SaveTreeNode, root: Path, encoding: Encoding, requirements_text: str | None = None
-) -> None:
-    write_tree(save_tree, root, encoding)
+) -> dict[Path, str]:
+    """The folder tree and `requirements.txt`; returns the payload digests (protocol 2)."""
+    digests = write_tree(save_tree, root, encoding)
     if encoding.requirements:
         text = requirements() if requirements_text is None else requirements_text
         _write_text(root / REQUIREMENTS_FILE_NAME, text)
+    return digests
 
 
-def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> None:
-    """One folder per node with flambe's six files, encoded as `encoding` says."""
-    for node_path, node in _traverse_all_nodes(save_tree):
-        folder = root.joinpath(*node_path)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = node.state if encoding.node_metadata else OrderedDict(node.state)
-        _torch_save(state, folder / STATE_FILE_NAME, encoding)
-        _write_text(folder / VERSION_FILE_NAME, f"{node.class_name}:{node.version}")
-        _write_text(folder / SOURCE_FILE_NAME, node.source_code)
-        _write_text(folder / CONFIG_FILE_NAME, node.config)
-        _write_text(folder / PROTOCOL_VERSION_FILE_NAME, str(encoding.protocol))
-        if encoding.torch_stash:
-            _torch_save(node.object_stash, folder / STASH_FILE_NAME, encoding)
-        else:
-            with (folder / STASH_FILE_NAME).open("wb") as file:
-                encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
+def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> dict[Path, str]:
+    """One folder per node with flambe's six files, encoded as `encoding` says.
+
+    For protocol 2 the sha256 of every `torch.save` payload is computed while it is
+    written (on a second thread, so the bytes are hashed once and not read back) and
+    returned by path.
+    """
+    digests: dict[Path, str] = {}
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        for node_path, node in _traverse_all_nodes(save_tree):
+            folder = root.joinpath(*node_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            state = node.state if encoding.node_metadata else OrderedDict(node.state)
+            _torch_save(state, folder / STATE_FILE_NAME, encoding, hasher, digests)
+            _write_text(folder / VERSION_FILE_NAME, f"{node.class_name}:{node.version}")
+            _write_text(folder / SOURCE_FILE_NAME, node.source_code)
+            _write_text(folder / CONFIG_FILE_NAME, node.config)
+            _write_text(folder / PROTOCOL_VERSION_FILE_NAME, str(encoding.protocol))
+            if encoding.torch_stash:
+                _torch_save(node.object_stash, folder / STASH_FILE_NAME, encoding, hasher, digests)
+            else:
+                with (folder / STASH_FILE_NAME).open("wb") as file:
+                    encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
+    return digests
 
 
-def _torch_save(value: Any, path: Path, encoding: Encoding) -> None:
-    torch.save(value, path, encoding.pickle_module, encoding.pickle_protocol)
+def _torch_save(
+    value: Any, path: Path, encoding: Encoding, hasher: Executor, digests: dict[Path, str]
+) -> None:
+    if encoding.protocol == PROTOCOL_1:
+        torch.save(value, path, encoding.pickle_module, encoding.pickle_protocol)
+        return
+    with path.open("xb") as file:
+        writer = _DigestingWriter(file, hasher)
+        torch.save(value, cast(IO[bytes], writer), encoding.pickle_module, encoding.pickle_protocol)
+    digests[path] = writer.digest.hexdigest()
+
+
+class _DigestingWriter:
+    """A binary file whose sha256 is computed, on another thread, as its bytes go out."""
+
+    def __init__(self, file: IO[bytes], hasher: Executor) -> None:
+        self.file, self.hasher, self.digest = file, hasher, hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        hashed = self.hasher.submit(self.digest.update, data)
+        written = self.file.write(data)
+        hashed.result()
+        return written
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def _write_text(path: Path, text: str) -> None:
