@@ -23,7 +23,10 @@ case "${1:-}" in
     "$VENV/bin/ruff" check flambe_compat migrations tests benchmarks
     "$VENV/bin/ruff" format --check flambe_compat migrations tests benchmarks
     "$VENV/bin/mypy"
-    "$PY" -m pytest "${@:2}"
+    # a private temp root: pytest's cleanup of a shared one can trip on deep trees
+    BASETEMP=$(mktemp -d)
+    trap 'rm -rf "$BASETEMP"' EXIT
+    "$PY" -m pytest --basetemp="$BASETEMP/pytest" "${@:2}"
     ;;
   *)
     echo "usage: bash dev.sh demo [ARCHIVE] | bash dev.sh test [PYTEST ARGS]" >&2

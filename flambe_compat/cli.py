@@ -152,6 +152,13 @@ def _upgrade(args: argparse.Namespace) -> int:
     source_root = Path(args.source)
     try:
         import_plugins(args.plugins)
+    except Exception as error:  # a user's module: whatever it raises is a usage error here
+        print(
+            f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
         sources = [
             found
             for found in find_archives(source_root)
@@ -159,7 +166,7 @@ def _upgrade(args: argparse.Namespace) -> int:
         ]
         if not sources:
             raise LoadError(f"{source_root}: only backups (NAME.bak, NAME.bak.N) found")
-    except (LoadError, ImportError) as error:
+    except LoadError as error:
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
     many = len(sources) > 1 or (source_root.is_dir() and sources != [source_root])

@@ -130,7 +130,12 @@ def run(
     for step in steps:
         if on_step is not None:
             on_step(step)
-        archive = step.function(archive)
+        try:
+            archive = step.function(archive)
+        except Exception as error:
+            raise MigrationError(
+                f"{step.module} failed: {type(error).__name__}: {error}"
+            ) from error
         if archive.revision != step.target:
             raise MigrationError(
                 f"{step.module} left revision {archive.revision}, not {step.target}"

@@ -102,6 +102,8 @@ def upgrade(
             upgraded.requirements,
             upgraded.original_revision,
         )
+    if destination is None and not steps and not result.classes:
+        return result  # already there: nothing is rewritten, no backup is made
     compress = container == "tar.gz"
     pickle_only = upgraded.layout == "pickle"
     target = Path(destination) if destination is not None else source

@@ -21,6 +21,7 @@ import pytest
 
 from flambe_compat import ClassMigrations, LoadError, load_state_from_file, upgrade, validate
 from flambe_compat.archive import Archive
+from flambe_compat.cli import main
 from flambe_compat.container import container_kind, opened
 from flambe_compat.layout import PICKLE_HEADER_KEY
 from flambe_compat.migrate import MigrationError, migrations
@@ -186,7 +187,7 @@ Failure = tuple[type[Exception], ClassMigrations | None]
 
 
 def failing_step(monkeypatch: pytest.MonkeyPatch) -> Failure:
-    """The 1.3 -> 1.4 step (half-way from 1.2 to 2.0) raises."""
+    """The 1.3 -> 1.4 step (half-way from 1.2 to 2.0) raises; the chain names it."""
 
     def broken(archive: Archive) -> Archive:
         raise RuntimeError("the 1.3 -> 1.4 step broke")
@@ -196,7 +197,7 @@ def failing_step(monkeypatch: pytest.MonkeyPatch) -> Failure:
         for s in migrations()
     )
     monkeypatch.setattr("flambe_compat.migrate.migrations", lambda: steps)
-    return RuntimeError, None
+    return MigrationError, None
 
 
 def failing_class_migration(monkeypatch: pytest.MonkeyPatch) -> Failure:
@@ -273,3 +274,25 @@ def test_an_invalid_archive_is_refused_untouched(tmp_path: Path) -> None:
         upgrade(copy_of("0.4.18-zip/counter-dir", tmp_path), to="3.0")
     assert snapshot(source) == original
     assert sorted(os.listdir(tmp_path)) == ["counter-dir", "wrapper-dir"]
+
+
+def test_an_archive_already_at_the_target_is_left_alone_in_place(tmp_path: Path) -> None:
+    source = copy_of(KINDS["dir"], tmp_path)
+    upgrade(source)
+    upgraded = snapshot(source)
+    result = upgrade(source)
+    assert result.steps == [] and result.backup is None
+    assert snapshot(source) == upgraded
+    assert sorted(os.listdir(tmp_path)) == sorted([source.name, source.name + ".bak"])
+
+
+def test_a_plugin_that_fails_to_import_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "broken_plugin.py").write_text("raise ValueError('bad registration')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = copy_of(KINDS["dir"], tmp_path)
+    original = snapshot(source)
+    assert main(["upgrade", str(source), "--plugins", "broken_plugin"]) == 2
+    assert "ValueError: bad registration" in capsys.readouterr().err
+    assert snapshot(source) == original
