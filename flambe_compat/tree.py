@@ -82,14 +82,7 @@ def component_folders(prefix: str, directories: Iterable[str]) -> list[str]:
     >>> component_folders("a.plain.b.plain.c", {"", "a", "a.plain.b", "a.plain.b.plain.c"})
     ['a', 'plain.b', 'plain.c']
     """
-    known = set(directories)
-    parts = prefix.split(STATE_DICT_DELIMETER)
-    folders, start = [], 0
-    for i in range(len(parts)):
-        if STATE_DICT_DELIMETER.join(parts[: i + 1]) in known:
-            folders.append(STATE_DICT_DELIMETER.join(parts[start : i + 1]))
-            start = i + 1
-    return folders
+    return _folders(prefix, directories, flambe_defect=False)
 
 
 def flambe_component_folders(prefix: str, directories: Iterable[str]) -> list[str]:
@@ -98,13 +91,18 @@ def flambe_component_folders(prefix: str, directories: Iterable[str]) -> list[st
     >>> flambe_component_folders("a.plain.b.plain.c", {"", "a", "a.plain.b", "a.plain.b.plain.c"})
     ['a', 'plain.b', 'b.plain.c']
     """
+    return _folders(prefix, directories, flambe_defect=True)
+
+
+def _folders(prefix: str, directories: Iterable[str], flambe_defect: bool) -> list[str]:
     known = set(directories)
     parts = prefix.split(STATE_DICT_DELIMETER)
     folders, start = [], 0
     for i in range(len(parts)):
         if STATE_DICT_DELIMETER.join(parts[: i + 1]) in known:
             folders.append(STATE_DICT_DELIMETER.join(parts[start : i + 1]))
-            start += 1
+            # flambe advanced the folder start by one part per Component, not to i + 1
+            start = start + 1 if flambe_defect else i + 1
     return folders
 
 

@@ -164,3 +164,13 @@ def truncate_storages(path: Path) -> None:
             for _ in pickletools.genops(file):
                 pass
         file.truncate(file.tell())
+
+
+def snapshot(path: Path) -> dict[str, bytes | None]:
+    """Every file's bytes (folders as None) under `path`, or the file's own."""
+    if not path.is_dir():
+        return {"": path.read_bytes()}
+    return {
+        str(item.relative_to(path)): None if item.is_dir() else item.read_bytes()
+        for item in sorted(path.rglob("*"))
+    }

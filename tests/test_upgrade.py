@@ -28,7 +28,7 @@ from flambe_compat.migrate import MigrationError, migrations
 from flambe_compat.peek import peek_file
 from flambe_compat.upgrade import UpgradeResult
 from flambe_compat.write import write_archive
-from tests.corpus import CorpusArchive, archives, copy_of, describe, expected_revision
+from tests.corpus import CorpusArchive, archives, copy_of, describe, expected_revision, snapshot
 
 ARCHIVES = {archive.id: archive for archive in archives()}
 KINDS = {
@@ -68,16 +68,6 @@ def round_trips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RoundTrip
         }
         trips[name] = RoundTrip(archive, latest, readable, states)
     return trips
-
-
-def snapshot(path: Path) -> dict[str, bytes | None]:
-    """Every file's bytes (folders as None) under `path`, or the file's own."""
-    if not path.is_dir():
-        return {"": path.read_bytes()}
-    return {
-        str(item.relative_to(path)): None if item.is_dir() else item.read_bytes()
-        for item in sorted(path.rglob("*"))
-    }
 
 
 def recorded_original(path: Path) -> Any:

@@ -21,7 +21,7 @@ import torch
 
 from flambe_compat import State, load_state_from_file, save_state_to_file, validate
 from flambe_compat.tree import node_metadata
-from tests.corpus import CORPUS, copy_of, describe
+from tests.corpus import CORPUS, copy_of, describe, snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).parent / "flambe-compat"
@@ -56,16 +56,6 @@ def execute(argv: list[str]) -> Run:
     """Run from the repository, so that `--plugins tests.plugins_example` imports."""
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     return Run(done.returncode, done.stdout, done.stderr)
-
-
-def snapshot(path: Path) -> dict[str, bytes | None]:
-    """Every file's bytes (folders as None) under `path`, or the file's own."""
-    if not path.is_dir():
-        return {"": path.read_bytes()}
-    return {
-        str(item.relative_to(path)): None if item.is_dir() else item.read_bytes()
-        for item in sorted(path.rglob("*"))
-    }
 
 
 def save_node(path: Path, class_name: str) -> Path:
