@@ -27,7 +27,6 @@ A pickle-only protocol 2 archive holds `pickle_payload(state)`: `{"flambe_compat
 
 from __future__ import annotations
 
-import _compat_pickle
 import hashlib
 import json
 import os
@@ -58,7 +57,7 @@ from .problems import Problem
 from .schema import schema_problems
 from .state import State
 from .tree import SaveTreeNode, _traverse_all_nodes
-from .unpickle import allowed_globals
+from .unpickle import allowed_globals, python3_name
 
 FORMAT = "flambe-compat"
 PROTOCOL_2 = 2
@@ -309,8 +308,8 @@ def pickle_globals(data: bytes) -> set[str]:
 
     GLOBAL and INST carry their name; STACK_GLOBAL takes it from the two strings on
     the stack, pushed directly or fetched from the memo (a name that cannot be traced
-    is reported as `?`). Protocol 0-2 names are mapped from Python 2 as unpickling
-    maps them (`__builtin__.set` is `builtins.set`).
+    is reported as `?`). Python 2 names are mapped as our unpickler maps them
+    (`__builtin__.set` is `builtins.set`).
 
     >>> import pickle
     >>> sorted(pickle_globals(pickle.dumps({1, 2}, protocol=2)))
@@ -320,19 +319,16 @@ def pickle_globals(data: bytes) -> set[str]:
     marks: list[int] = []
     memo: dict[int, object] = {}
     found: set[str] = set()
-    protocol = 0
     ops: Iterator[tuple[pickletools.OpcodeInfo, Any, int | None]] = pickletools.genops(data)
     for opcode, arg, _ in ops:
         name = opcode.name
-        if name == "PROTO":
-            protocol = int(arg)
         if name in ("GLOBAL", "INST"):
             module, _, qualname = str(arg).partition(" ")
-            found.add(_qualified(module, qualname, protocol))
+            found.add(python3_name(module, qualname))
         elif name == "STACK_GLOBAL":
             pushed, last = stack[-2:] if len(stack) >= 2 else (_UNKNOWN, _UNKNOWN)
             if isinstance(pushed, str) and isinstance(last, str):
-                found.add(_qualified(pushed, last, protocol))
+                found.add(python3_name(pushed, last))
             else:
                 found.add("?")
         elif name in ("EXT1", "EXT2", "EXT4"):
@@ -364,16 +360,6 @@ def _apply_stack_effect(
     elif before:
         del stack[-len(before) :]
     stack.extend([_UNKNOWN] * len(opcode.stack_after))
-
-
-def _qualified(module: str, name: str, protocol: int) -> str:
-    """`module.name` as `pickle.Unpickler.find_class` resolves it (Python 2 names fixed)."""
-    if protocol < 3:
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            module = _compat_pickle.IMPORT_MAPPING[module]
-    return f"{module}.{name}"
 
 
 def unsafe_globals(names: Iterable[str]) -> list[str]:
