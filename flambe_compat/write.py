@@ -56,6 +56,7 @@ from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
 from .unpickle import LEGACY_STATE
 
 GZIP_LEVEL = 6
+_PARALLEL_HASH_BYTES = 1 << 20
 
 
 def archive_path(path: str | Path, compress: bool, pickle_only: bool) -> Path:
@@ -269,6 +270,9 @@ class _DigestingWriter:
         self.file, self.hasher, self.digest = file, hasher, hashlib.sha256()
 
     def write(self, data: Any) -> int:
+        if len(data) < _PARALLEL_HASH_BYTES:  # a thread hand-off costs more than hashing
+            self.digest.update(data)
+            return self.file.write(data)
         hashed = self.hasher.submit(self.digest.update, data)
         written = self.file.write(data)
         hashed.result()
