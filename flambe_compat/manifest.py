@@ -279,14 +279,18 @@ def _sha256_all(files: list[tuple[Path, int]]) -> list[str]:
     GIL), small ones inline, where a thread would cost more than the hashing."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         large = {
-            i: pool.submit(_sha256, path) for i, (path, size) in enumerate(files) if size > _CHUNK
+            i: pool.submit(sha256_file, path)
+            for i, (path, size) in enumerate(files)
+            if size > _CHUNK
         }
         return [
-            large[i].result() if i in large else _sha256(path) for i, (path, _) in enumerate(files)
+            large[i].result() if i in large else sha256_file(path)
+            for i, (path, _) in enumerate(files)
         ]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     buffer = bytearray(_CHUNK)
     view = memoryview(buffer)

@@ -20,16 +20,15 @@ PosixPath('.../m.tar.gz')
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import pickle
 import tarfile
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import dill
 import torch
@@ -48,7 +47,7 @@ from .layout import (
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
 )
-from .manifest import PROTOCOL_2, build_manifest, pickle_payload, write_manifest
+from .manifest import PROTOCOL_2, build_manifest, pickle_payload, sha256_file, write_manifest
 from .manifest import REVISION as REVISION_2
 from .publish import check_target, publish, staging
 from .state import State
@@ -56,7 +55,6 @@ from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
 from .unpickle import LEGACY_STATE
 
 GZIP_LEVEL = 6
-_PARALLEL_HASH_BYTES = 1 << 20
 
 
 def archive_path(path: str | Path, compress: bool, pickle_only: bool) -> Path:
@@ -228,58 +226,31 @@ def _write_folder(
 def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> dict[Path, str]:
     """One folder per node with flambe's six files, encoded as `encoding` says.
 
-    For protocol 2 the sha256 of every `torch.save` payload is computed while it is
-    written (on a second thread, so the bytes are hashed once and not read back) and
+    For protocol 2 the sha256 of every `torch.save` payload is computed on a second
+    thread while the next files are written (the bytes are still in the page cache), and
     returned by path.
     """
-    digests: dict[Path, str] = {}
+    hashing: dict[Path, Future[str]] = {}
     with ThreadPoolExecutor(max_workers=1) as hasher:
         for node_path, node in _traverse_all_nodes(save_tree):
             folder = root.joinpath(*node_path)
             folder.mkdir(parents=True, exist_ok=True)
             state = node.state if encoding.node_metadata else OrderedDict(node.state)
-            _torch_save(state, folder / STATE_FILE_NAME, encoding, hasher, digests)
+            payloads = [(state, folder / STATE_FILE_NAME)]
+            if encoding.torch_stash:
+                payloads.append((node.object_stash, folder / STASH_FILE_NAME))
+            else:
+                with (folder / STASH_FILE_NAME).open("wb") as file:
+                    encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
+            for value, path in payloads:
+                torch.save(value, path, encoding.pickle_module, encoding.pickle_protocol)
+                if encoding.protocol == PROTOCOL_2:
+                    hashing[path] = hasher.submit(sha256_file, path)
             _write_text(folder / VERSION_FILE_NAME, f"{node.class_name}:{node.version}")
             _write_text(folder / SOURCE_FILE_NAME, node.source_code)
             _write_text(folder / CONFIG_FILE_NAME, node.config)
             _write_text(folder / PROTOCOL_VERSION_FILE_NAME, str(encoding.protocol))
-            if encoding.torch_stash:
-                _torch_save(node.object_stash, folder / STASH_FILE_NAME, encoding, hasher, digests)
-            else:
-                with (folder / STASH_FILE_NAME).open("wb") as file:
-                    encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
-    return digests
-
-
-def _torch_save(
-    value: Any, path: Path, encoding: Encoding, hasher: Executor, digests: dict[Path, str]
-) -> None:
-    if encoding.protocol == PROTOCOL_1:
-        torch.save(value, path, encoding.pickle_module, encoding.pickle_protocol)
-        return
-    with path.open("xb") as file:
-        writer = _DigestingWriter(file, hasher)
-        torch.save(value, cast(IO[bytes], writer), encoding.pickle_module, encoding.pickle_protocol)
-    digests[path] = writer.digest.hexdigest()
-
-
-class _DigestingWriter:
-    """A binary file whose sha256 is computed, on another thread, as its bytes go out."""
-
-    def __init__(self, file: IO[bytes], hasher: Executor) -> None:
-        self.file, self.hasher, self.digest = file, hasher, hashlib.sha256()
-
-    def write(self, data: Any) -> int:
-        if len(data) < _PARALLEL_HASH_BYTES:  # a thread hand-off costs more than hashing
-            self.digest.update(data)
-            return self.file.write(data)
-        hashed = self.hasher.submit(self.digest.update, data)
-        written = self.file.write(data)
-        hashed.result()
-        return written
-
-    def flush(self) -> None:
-        self.file.flush()
+        return {path: digest.result() for path, digest in hashing.items()}
 
 
 def _write_text(path: Path, text: str) -> None:
