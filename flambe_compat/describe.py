@@ -17,13 +17,12 @@ beside the document; the schema of the detected revision then judges the documen
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from .config import config_documents
 from .container import Opened
-from .detect import Detection, file_payload_format
+from .detect import Detection, archive_folders, file_payload_format
 from .layout import (
     CONFIG_FILE_NAME,
     PICKLE_HEADER_KEY,
@@ -33,7 +32,7 @@ from .layout import (
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
 )
-from .peek import Opaque, TensorInfo, peek_file
+from .peek import Opaque, PeekError, TensorInfo, peek_file
 from .problems import Problem
 
 MAX_TEXT_BYTES = 64 << 20
@@ -64,18 +63,9 @@ def describe(
     else:
         document["nodes"] = [
             _describe_node(archive.payload, folder, problems, plain)
-            for folder in node_folders(archive.payload)
+            for folder in archive_folders(archive.payload)
         ]
     return document, problems
-
-
-def node_folders(root: Path) -> list[Path]:
-    """The save folder and every folder below it, parents first, names sorted."""
-    folders = [root]
-    for folder, subfolders, _ in os.walk(root):
-        subfolders[:] = sorted(n for n in subfolders if not os.path.islink(os.path.join(folder, n)))
-        folders.extend(Path(folder) / name for name in subfolders)
-    return sorted(folders, key=lambda f: (len(f.relative_to(root).parts), f.as_posix()))
 
 
 def _describe_node(
@@ -123,35 +113,42 @@ def describe_payload(
     payload: dict[str, Any] = {"format": file_payload_format(path)}
     try:
         peeked = peek_file(path)
-        value: Any = peeked.value
-        metadata = getattr(value, "_metadata", None)
-        if isinstance(value, dict) and isinstance(value.get(PICKLE_HEADER_KEY), dict):
-            payload["header"] = jsonable(value[PICKLE_HEADER_KEY])
-            value, metadata = value.get("state"), value.get("metadata")
-        payload["type"] = type(value).__name__
         payload["unsafe_globals"] = peeked.unsafe_globals
-        if plain is not None and not peeked.unsafe_globals and _is_plain(peeked.value):
-            plain[path] = peeked.value
-        if isinstance(value, dict):
-            payload["keys"] = [str(key) for key in value]
-            payload["tensors"] = {
-                str(key): jsonable(item)
-                for key, item in value.items()
-                if isinstance(item, TensorInfo)
-            }
-            payload["value_types"] = {
-                str(key): type(item).__name__
-                for key, item in value.items()
-                if not isinstance(item, TensorInfo)
-            }
-        payload["metadata"] = None if metadata is None else jsonable(metadata)
-    except (Exception, RecursionError, MemoryError) as error:
-        message = " ".join(str(error).split())[:300]
-        problems.append(
-            Problem(relative, "decode", f"cannot be decoded ({type(error).__name__}: {message})")
-        )
+        payload.update(_summary(peeked.value))
+    except PeekError as error:
+        problems.append(Problem(relative, "decode", f"cannot be decoded ({error})"))
+        payload["unsafe_globals"] = error.unsafe_globals
         payload["error"] = True
+        return payload
+    except (ValueError, RecursionError) as error:
+        problems.append(Problem(relative, "decode", f"cannot be described ({error})"))
+        payload["error"] = True
+        return payload
+    if plain is not None and not peeked.unsafe_globals and _is_plain(peeked.value):
+        plain[path] = peeked.value
     return payload
+
+
+def _summary(value: Any) -> dict[str, Any]:
+    """Type, keys, tensor shapes, value types and metadata of a peeked payload."""
+    summary: dict[str, Any] = {}
+    metadata = getattr(value, "_metadata", None)
+    if isinstance(value, dict) and isinstance(value.get(PICKLE_HEADER_KEY), dict):
+        summary["header"] = jsonable(value[PICKLE_HEADER_KEY])
+        value, metadata = value.get("state"), value.get("metadata")
+    summary["type"] = type(value).__name__
+    if isinstance(value, dict):
+        summary["keys"] = [str(key) for key in value]
+        summary["tensors"] = {
+            str(key): jsonable(item) for key, item in value.items() if isinstance(item, TensorInfo)
+        }
+        summary["value_types"] = {
+            str(key): type(item).__name__
+            for key, item in value.items()
+            if not isinstance(item, TensorInfo)
+        }
+    summary["metadata"] = None if metadata is None else jsonable(metadata)
+    return summary
 
 
 def _is_plain(value: Any, depth: int = 0) -> bool:

@@ -14,11 +14,13 @@ import io
 import pickletools
 import tarfile
 import zipfile
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
 from .container import Opened
+from .errors import LoadError
 from .layout import (
     MANIFEST_FILE_NAME,
     PROTOCOL_VERSION_FILE_NAME,
@@ -33,6 +35,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 """Pickle protocol 2, then `LONG1` of torch's magic number 0x1950a86a20f9469cfc6c."""
 HEAD_SIZE = tarfile.BLOCKSIZE
+MAX_FOLDER_DEPTH = 100
+"""Deeper save folders are refused (flambe graphs are a few Components deep)."""
 
 
 def payload_format(head: bytes) -> PayloadFormat:
@@ -99,7 +103,8 @@ def detect(archive: Opened) -> Detection:
     root = archive.payload
     formats = {
         path.relative_to(root).as_posix(): file_payload_format(path)
-        for path in sorted(root.rglob("*"))
+        for folder in archive_folders(root)
+        for path in sorted(folder.iterdir())
         if path.suffix in (".pt", ".pkl") and path.is_file() and not path.is_symlink()
     }
     protocol = _small_text(root / PROTOCOL_VERSION_FILE_NAME)
@@ -160,10 +165,34 @@ def _detect_protocol1(archive: Opened, formats: dict[str, PayloadFormat]) -> Det
 
 
 def _small_text(path: Path) -> str | None:
+    """The first bytes of a small text file; `None` unless it is a regular file."""
+    if path.is_symlink() or not path.is_file():
+        return None
     try:
-        return path.read_bytes()[:64].decode("utf-8", "replace").strip()
+        with path.open("rb") as file:
+            return file.read(64).decode("utf-8", "replace").strip()
     except OSError:
         return None
+
+
+def archive_folders(root: Path) -> list[Path]:
+    """The save folder and every folder below it (never through a link), parents first.
+
+    Walked without recursion, and refused past `MAX_FOLDER_DEPTH` levels.
+    """
+    folders: list[Path] = []
+    queue = deque([(root, 0)])
+    while queue:
+        folder, depth = queue.popleft()
+        if depth > MAX_FOLDER_DEPTH:
+            raise LoadError(f"{folder}: folders nested deeper than {MAX_FOLDER_DEPTH} levels")
+        folders.append(folder)
+        queue.extend(
+            (child, depth + 1)
+            for child in sorted(folder.iterdir())
+            if child.is_dir() and not child.is_symlink()
+        )
+    return folders
 
 
 def _mentions_metadata(path: Path) -> bool:

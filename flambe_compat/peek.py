@@ -61,8 +61,19 @@ class Opaque:
     def __setstate__(self, state: Any) -> None:
         pass
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Opaque:
+        return type(self)()
+
     def __repr__(self) -> str:
         return f"<{self.qualified_name}>"
+
+
+class PeekError(Exception):
+    """A payload could not be peeked into; `unsafe_globals` are those met before the error."""
+
+    def __init__(self, error: BaseException, unsafe_globals: list[str]) -> None:
+        super().__init__(f"{type(error).__name__}: {' '.join(str(error).split())[:300]}")
+        self.unsafe_globals = unsafe_globals
 
 
 @dataclass
@@ -74,7 +85,8 @@ class Peeked:
 
 
 def peek_file(path: Path) -> Peeked:
-    """Peek into a `torch.save` file (zip or legacy) or a bare pickle."""
+    """Peek into a `torch.save` file (zip or legacy) or a bare pickle; `PeekError` if it
+    cannot be read."""
     kind = file_payload_format(path)
     with path.open("rb") as file:
         return _peek(file, kind)
@@ -82,13 +94,18 @@ def peek_file(path: Path) -> Peeked:
 
 def _peek(file: IO[bytes], kind: str) -> Peeked:
     found: list[str] = []
-    if kind == "zip":
-        return Peeked(_peek_zip(file, found), found)
-    if kind == "legacy":
-        return Peeked(_peek_legacy(file, found), found)
-    if kind == "pickle":
-        return Peeked(_unpickler(found)(file).load(), found)
-    raise pickle.UnpicklingError("neither a torch file (zip or legacy) nor a pickle")
+    try:
+        if kind == "zip":
+            return Peeked(_peek_zip(file, found), found)
+        if kind == "legacy":
+            return Peeked(_peek_legacy(file, found), found)
+        if kind == "pickle":
+            return Peeked(_unpickler(found)(file).load(), found)
+        raise pickle.UnpicklingError("neither a torch file (zip or legacy) nor a pickle")
+    except PeekError:
+        raise
+    except (Exception, RecursionError, MemoryError) as error:
+        raise PeekError(error, found) from error
 
 
 def _peek_zip(file: IO[bytes], found: list[str]) -> Any:

@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 
 from .archive import Archive
 from .container import Opened
-from .describe import node_folders
-from .detect import file_payload_format
+from .detect import archive_folders, file_payload_format
 from .errors import LoadError
 from .layout import (
     CONFIG_FILE_NAME,
@@ -113,7 +112,7 @@ def read_tree(
     `plain` holds payloads validation already decoded completely (see `describe`).
     """
     children: dict[Path, dict[str, SaveTreeNode]] = {}
-    for folder in reversed(node_folders(root)):  # children before their parents
+    for folder in reversed(archive_folders(root)):  # children before their parents
         node = _read_node(
             folder, children.pop(folder, {}), trust, pickle_module, plain or {}, load_args
         )

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from flambe_compat.container import opened
-from flambe_compat.describe import describe, jsonable, node_folders
-from flambe_compat.detect import detect
+from flambe_compat.describe import describe, jsonable
+from flambe_compat.detect import archive_folders, detect
 from flambe_compat.peek import Opaque, TensorInfo
 from flambe_compat.problems import Problem
 from flambe_compat.tree import component_folders
@@ -99,11 +99,11 @@ def test_folder_metadata_from_0_4_12() -> None:
     assert counter["value_types"] == {"label": "str", "count": "int"}
 
 
-def test_node_folders_are_parents_first_and_sorted(tmp_path: Path) -> None:
+def test_archive_folders_are_parents_first_and_sorted(tmp_path: Path) -> None:
     for name in ("b/c", "a/z/y", "a/b", "c"):
         (tmp_path / name).mkdir(parents=True)
     (tmp_path / "a" / "link").symlink_to(tmp_path / "c")
-    relative = [f.relative_to(tmp_path).as_posix() for f in node_folders(tmp_path)]
+    relative = [f.relative_to(tmp_path).as_posix() for f in archive_folders(tmp_path)]
     assert relative == [".", "a", "b", "c", "a/b", "a/z", "b/c", "a/z/y"]
 
 
@@ -152,7 +152,7 @@ def test_missing_empty_and_broken_payloads(tmp_path: Path) -> None:
     assert "stash.pkl" not in counter["files"]
     assert model["state"] is None
     assert model["files"]["state.pt"] == {"size": 0}
-    assert model_inner["state"] == {"format": "legacy", "error": True}
+    assert model_inner["state"] == {"format": "legacy", "error": True, "unsafe_globals": []}
     (problem,) = problems
     assert (problem.path, problem.rule) == ("model/inner/state.pt", "decode")
     assert problem.message.startswith("cannot be decoded (")
