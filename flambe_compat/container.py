@@ -36,6 +36,8 @@ MIN_UNPACKED_CAP = 1 << 30
 UNPACK_RATIO = 50
 MAX_MEMBERS = 10_000
 """More members than any flambe archive has (7 files a node): refused fast, not after minutes."""
+MAX_DEPTH = 100
+"""Deepest member path accepted: deeper trees defeat recursive walks (and `shutil.rmtree`)."""
 MAX_HEADER_BYTES = 1 << 20
 """Largest pax or GNU long-name header accepted: tarfile reads a whole one into memory."""
 _EXTENDED_HEADERS = {
@@ -111,12 +113,7 @@ def _unpack(source: Path, into: Path) -> str:
     seen: set[str] = set()
     root = ""
     try:
-        # gzip.open, not mode "r|gz": tarfile's own gzip stream slows down quadratically
-        # on highly compressible data (it re-slices its whole inflated buffer per header).
-        with (
-            gzip.open(source, "rb") as stream,
-            tarfile.open(fileobj=stream, mode="r|", tarinfo=_header_checker(source, cap)) as tar,
-        ):
+        with tarfile.open(source, mode="r|gz", tarinfo=_header_checker(source, cap)) as tar:
             for count, member in enumerate(tar, start=1):
                 name = _checked_name(source, member)
                 if member.size < 0:
@@ -142,8 +139,7 @@ def _unpack(source: Path, into: Path) -> str:
                     )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _copy_member(source, tar, member, target)
-    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as error:
-        # ValueError: tarfile's GNU sparse parsing of pax headers does not wrap its errors
+    except _UNREADABLE_TAR as error:
         raise LoadError(f"{source}: not a readable tar.gz archive ({error})") from error
     except RecursionError:
         raise LoadError(f"{source}: not a readable tar.gz archive (chained headers)") from None
@@ -181,6 +177,17 @@ def _header_checker(source: Path, cap: int) -> type[tarfile.TarInfo]:
     return CheckedTarInfo
 
 
+_UNREADABLE_TAR = (
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    zlib.error,
+    gzip.BadGzipFile,
+    ValueError,  # tarfile's GNU sparse parsing of pax headers does not wrap its errors
+    TypeError,  # nor does its gzip header parsing: ord() of a truncated field
+)
+
+
 def _checked_name(source: Path, member: tarfile.TarInfo) -> str:
     """The member's name, if it is a plain relative file or folder."""
     kind = (
@@ -200,6 +207,8 @@ def _checked_name(source: Path, member: tarfile.TarInfo) -> str:
         raise LoadError(f"{source}: tar member {member.name!r} has an unsafe path")
     if any(part in ("", ".") for part in name.split("/")) or "\x00" in name:
         raise LoadError(f"{source}: tar member {member.name!r} has an unsafe path")
+    if len(pure.parts) > MAX_DEPTH:
+        raise LoadError(f"{source}: tar member {name[:80]!r}... lies over {MAX_DEPTH} folders deep")
     return name
 
 

@@ -156,7 +156,11 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     if isinstance(value, (TensorInfo, Opaque)) or depth > MAX_JSON_DEPTH:
         return False
     if isinstance(value, dict):
-        parts: Any = [*value.values(), *getattr(value, "_metadata", {}).values()]
+        metadata = getattr(value, "_metadata", {})
+        parts: Any = [
+            *value.values(),
+            *(metadata.values() if isinstance(metadata, dict) else [metadata]),
+        ]
     elif isinstance(value, (list, tuple, set, frozenset)):
         parts = value
     else:

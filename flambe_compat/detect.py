@@ -37,6 +37,8 @@ LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 HEAD_SIZE = tarfile.BLOCKSIZE
 MAX_FOLDER_DEPTH = 100
 """Deeper save folders are refused (flambe graphs are a few Components deep)."""
+MAX_ROOT_PICKLE_BYTES = 64 << 20
+"""A root `data.pkl` larger than this is not scanned by detection (it holds no tensors)."""
 
 
 def payload_format(head: bytes) -> PayloadFormat:
@@ -151,8 +153,8 @@ def _detect_protocol1(archive: Opened, formats: dict[str, PayloadFormat]) -> Det
         revision, newer = "1.0", metadata or requirements
     elif whole_path:
         revision, newer = "1.1", metadata or requirements
-    elif requirements:
-        revision, newer = "1.4", not metadata
+    elif requirements:  # a root state.pt without metadata is then the schema's to report
+        revision, newer = "1.4", False
     elif metadata:
         revision, newer = "1.3", False
     else:
@@ -203,6 +205,8 @@ def _mentions_metadata(path: Path) -> bool:
             if kind == "zip":
                 with zipfile.ZipFile(file) as archive:
                     name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+                    if archive.getinfo(name).file_size > MAX_ROOT_PICKLE_BYTES:
+                        return False
                     return _pickle_mentions(io.BytesIO(archive.read(name)), "_metadata")
             if kind == "legacy":
                 for _ in range(3):  # magic number, protocol, system info

@@ -146,19 +146,26 @@ def check(
     report.document = document
     report.problems += problems
     if detection.protocol == PROTOCOL_2:
-        report.problems += _protocol2_problems(archive, document, verify)
+        structural = _protocol2_problems(archive, document, verify)
     else:
-        report.problems += schema_problems(document, schema_name(document))
+        structural = schema_problems(document, schema_name(document))
+    report.problems += structural
     report.problems += _unsafe_globals(document, trust or Trust())
-    if detection.layout == "folder":
+    if detection.layout == "pickle":
+        metadata = _mapping(_mapping(document.get("state")).get("metadata"))
+        report.nodes = sorted(str(p) for p in metadata.get(FLAMBE_DIRECTORIES_KEY) or [])
+    elif structural:  # the checks below assume a document of the schema's shape
+        report.nodes = sorted(node["folder"].replace("/", ".") for node in document["nodes"])
+    else:
         report.nodes = _folder_prefixes(document, report.problems)
         report.problems += _node_problems(document, strict)
         if strict:
             report.problems += _strict_folder_problems(document)
-    else:
-        metadata = (document.get("state") or {}).get("metadata") or {}
-        report.nodes = sorted(metadata.get(FLAMBE_DIRECTORIES_KEY) or [])
     return report
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _protocol2_problems(archive: Opened, document: dict[str, Any], verify: bool) -> list[Problem]:
@@ -216,10 +223,8 @@ def _unsafe_globals(document: dict[str, Any], trust: Trust) -> list[Problem]:
 def _folder_prefixes(document: dict[str, Any], problems: list[Problem]) -> list[str]:
     """The Component prefixes, cross-checked with `_flambe_directories` when recorded."""
     folders = [node["folder"] for node in document["nodes"]]
-    root_metadata = ((document["nodes"][0].get("state") or {}).get("metadata")) or {}
-    recorded = (
-        root_metadata.get(FLAMBE_DIRECTORIES_KEY) if isinstance(root_metadata, dict) else None
-    )
+    root_metadata = _mapping(_mapping(document["nodes"][0].get("state")).get("metadata"))
+    recorded = root_metadata.get(FLAMBE_DIRECTORIES_KEY)
     if not isinstance(recorded, list):
         return [folder.replace("/", ".") for folder in folders]
     by_folder: dict[str, str] = {}
@@ -264,7 +269,7 @@ def _node_problems(document: dict[str, Any], strict: bool) -> list[Problem]:
             continue
         if strict and not SEMVER.match(version):
             problems.append(Problem(path, "strict-semver", f"{version!r} is not MAJOR.MINOR.PATCH"))
-        recorded = ((node.get("state") or {}).get("metadata") or {}).get("", {})
+        recorded = _mapping(_mapping(node.get("state")).get("metadata")).get("", {})
         if isinstance(recorded, dict) and recorded.get("_flambe_class") not in (None, class_name):
             problems.append(
                 Problem(
@@ -274,7 +279,7 @@ def _node_problems(document: dict[str, Any], strict: bool) -> list[Problem]:
                     f"{recorded.get('_flambe_class')!r}",
                 )
             )
-        keys = (node.get("state") or {}).get("keys") or []
+        keys = _mapping(node.get("state")).get("keys") or []
         children = _child_folders(document, node["folder"])
         for key in keys:
             owner = next((c for c in children if key.startswith(c + ".")), None)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flambe_compat import validate
 from flambe_compat.container import opened
 from flambe_compat.detect import (
     LEGACY_TORCH_MAGIC,
@@ -106,14 +107,15 @@ def test_a_14_folder_without_requirements_is_13(tmp_path: Path) -> None:
     )
 
 
-def test_a_14_folder_with_a_12_root_state_fits_no_revision(tmp_path: Path) -> None:
+def test_a_14_folder_with_a_12_root_state_is_judged_as_14(tmp_path: Path) -> None:
+    """requirements.txt dates it; the schema then names the root state.pt lacking metadata."""
     folder = copy_of("0.4.18-legacy/wrapper-dir", tmp_path)
     shutil.copyfile(CORPUS / "0.4.11-legacy/wrapper-dir/state.pt", folder / "state.pt")
     detection = detected(folder)
-    assert (detection.protocol, detection.revision) == (1, None)
-    (reason,) = detection.reasons
-    assert "fits no known revision" in reason
-    assert "requirements.txt (1.4)" in reason
+    assert (detection.protocol, detection.revision) == (1, "1.4")
+    report = validate(folder)
+    assert not report.valid
+    assert {problem.path for problem in report.problems} == {"state.pt"}
 
 
 def test_a_10_folder_with_requirements_fits_no_revision(tmp_path: Path) -> None:
