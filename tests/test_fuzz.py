@@ -145,5 +145,5 @@ def test_a_gzip_header_cut_inside_its_extra_field(tmp_path: Path) -> None:
     """Found by the fuzz test: tarfile's own gzip reader raised TypeError here."""
     path = tmp_path / "cut.tar.gz"
     path.write_bytes(b"\x1f\x8b\x08\x04" + bytes(6))  # FEXTRA set, its length missing
-    with pytest.raises(LoadError, match="not a readable tar.gz"):
+    with pytest.raises(LoadError, match=r"not a readable tar\.gz"):
         load_state_from_file(path)
