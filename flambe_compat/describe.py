@@ -174,7 +174,7 @@ def _describe_config(text: str, relative: str, problems: list[Problem]) -> dict[
     except ValueError as error:
         problems.append(Problem(_join(relative, CONFIG_FILE_NAME), "config", str(error)))
         return {"documents": None}
-    return {"documents": len(documents), "empty": not text.strip()}
+    return {"documents": documents, "empty": not text.strip()}
 
 
 def _read_text(path: Path, relative: str, problems: list[Problem]) -> str | None:

@@ -68,10 +68,6 @@ LEGACY_TAIL_VALID = (
     "validate: a legacy state.pt broken after its main pickle (storage keys, tensor bytes) "
     "is reported valid: validation reads the main pickle only; the load refuses it"
 )
-SLOW_YAML = (
-    "config.py parses configs with PyYAML's pure-Python SafeLoader: a 2 MB config.yaml "
-    "takes about a minute (64 MiB are allowed), once to validate and once to load"
-)
 HASH_COLLISIONS = (
     "unpickle.py: int keys whose hashes collide make building a dict quadratic: 40,000 "
     "keys (1.6 MB of pickle) take minutes, and the C unpickler offers no hook to stop it "
@@ -928,7 +924,6 @@ def _node_file_cases() -> Iterator[BadInput]:
         ("config.yaml",),
         isolated=True,
         timeout=8,
-        xfail=SLOW_YAML,
     )
 
 
