@@ -36,6 +36,7 @@ from types import FrameType
 import torch
 
 from flambe_compat.container import MAX_MEMBERS
+from flambe_compat.layout import NODE_FILES
 from tests.corpus import CORPUS
 
 MARKER = "MARKER"
@@ -50,14 +51,6 @@ RAW_STASH_DIR = CORPUS / "0.4.3-legacy" / "wrapper-dir"
 ZIP_TGZ = CORPUS / "0.4.18-zip" / "wrapper-tgz.tar.gz"
 ZIP_PKL = CORPUS / "0.4.18-zip" / "wrapper-pkl.pkl"
 CHILD = "model/inner"
-NODE_FILES = (
-    "state.pt",
-    "version.txt",
-    "source.py",
-    "config.yaml",
-    "protocol_version.txt",
-    "stash.pkl",
-)
 
 # Why a case breaks the contract today (module at fault: what goes wrong).
 STORAGE_BOMB_VALID = (

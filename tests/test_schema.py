@@ -16,6 +16,7 @@ from flambe_compat.cli import main
 from flambe_compat.container import opened
 from flambe_compat.describe import describe
 from flambe_compat.detect import detect
+from flambe_compat.layout import NODE_FILES
 from flambe_compat.schema import load_schema, schema_name, schema_problems
 from tests.corpus import CORPUS, CorpusArchive, archives, expected_revision
 
@@ -190,14 +191,6 @@ NODE = f"{P1}/node/properties"
 WITH_METADATA = f"{P1}/withMetadata/properties/state/properties/metadata"
 ROOT_METADATA = f"{P1}/rootMetadata/properties/state/properties/metadata"
 NODE_METADATA = {"_flambe_version": "0.0.0", "_flambe_class": "Counter", "_flambe_source": ""}
-NODE_FILES = (
-    "state.pt",
-    "version.txt",
-    "source.py",
-    "config.yaml",
-    "protocol_version.txt",
-    "stash.pkl",
-)
 BAD_VERSION_FILES = ("Counter", "Counter:", ":0.0.0", "Counter: 0.0.0", "a:b:c", "")
 FROM_13, FROM_12 = ("1.3", "1.4"), ("1.2", "1.3", "1.4")
 BEFORE_13, BEFORE_14 = ("1.0", "1.1", "1.2"), ("1.0", "1.1", "1.2", "1.3")
