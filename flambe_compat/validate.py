@@ -146,16 +146,13 @@ def check(
     report.document = document
     report.problems += problems
     if detection.protocol == PROTOCOL_2:
-        structural = _protocol2_problems(archive, document, verify)
+        report.problems += _protocol2_problems(archive, document, verify)
     else:
-        structural = schema_problems(document, schema_name(document))
-    report.problems += structural
+        report.problems += schema_problems(document, schema_name(document))
     report.problems += _unsafe_globals(document, trust or Trust())
     if detection.layout == "pickle":
         metadata = _mapping(_mapping(document.get("state")).get("metadata"))
         report.nodes = sorted(str(p) for p in metadata.get(FLAMBE_DIRECTORIES_KEY) or [])
-    elif structural:  # the checks below assume a document of the schema's shape
-        report.nodes = sorted(node["folder"].replace("/", ".") for node in document["nodes"])
     else:
         report.nodes = _folder_prefixes(document, report.problems)
         report.problems += _node_problems(document, strict)
@@ -165,6 +162,8 @@ def check(
 
 
 def _mapping(value: Any) -> dict[str, Any]:
+    """`value` if it is a dict, else `{}`: the checks below also run on documents the
+    schema refused, so that every problem is reported at once."""
     return value if isinstance(value, dict) else {}
 
 
