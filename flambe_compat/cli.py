@@ -122,7 +122,7 @@ def _validate(args: argparse.Namespace) -> int:
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             usage_error = True
-    check = partial(_report, strict=args.strict, allow_globals=tuple(args.allow_global))
+    check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
     if args.jobs > 1 and len(archives) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             reports = list(pool.map(check, archives))
@@ -238,10 +238,6 @@ class _Progress:
     def done(self) -> None:
         if self.enabled:
             print("\r\x1b[K", end="", file=sys.stderr, flush=True)
-
-
-def _report(path: Path, strict: bool, allow_globals: tuple[str, ...]) -> Report:
-    return validate(path, strict=strict, allow_globals=allow_globals)
 
 
 def find_archives(path: Path) -> list[Path]:

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from .describe import jsonable
+from .detect import archive_folders
 from .errors import LoadError
 from .layout import (
     FLAMBE_DIRECTORIES_KEY,
@@ -265,12 +266,13 @@ def _listing(root: Path) -> dict[str, int | None]:
     """Every entry below `root` but folders, by sorted POSIX path: its size, `None` if it
     is not a regular file (a link, a FIFO...)."""
     found: dict[str, int | None] = {}
-    for folder, subfolders, files in os.walk(root):
-        base = Path(folder).relative_to(root)
-        links = [name for name in subfolders if os.path.islink(os.path.join(folder, name))]
-        for name in files + links:
-            status = os.lstat(os.path.join(folder, name))
-            found[(base / name).as_posix()] = status.st_size if S_ISREG(status.st_mode) else None
+    for folder in archive_folders(root):
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                continue
+            status = entry.lstat()
+            size = status.st_size if S_ISREG(status.st_mode) else None
+            found[entry.relative_to(root).as_posix()] = size
     return dict(sorted(found.items()))
 
 
