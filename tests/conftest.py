@@ -1,13 +1,20 @@
-"""Hypothesis profiles: `ci` (few examples, reproducible) when CI is set, else `dev`.
+"""Hypothesis profiles, and the oracle requirement of CI.
 
+Hypothesis: `ci` (few examples, reproducible) when CI is set, else `dev`;
 `HYPOTHESIS_PROFILE=name` picks a profile explicitly.
+
+`FLAMBE_COMPAT_REQUIRE_ORACLE=1` (set by `.ci/run` after installing the oracle) turns a
+missing flambe oracle into an error instead of skipped interop tests.
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.oracle import find_oracle
 
 settings.register_profile(
     "ci",
@@ -20,3 +27,11 @@ settings.register_profile(
     "dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("FLAMBE_COMPAT_REQUIRE_ORACLE") and find_oracle() is None:
+        raise pytest.UsageError(
+            "FLAMBE_COMPAT_REQUIRE_ORACLE is set but the flambe oracle is not installed "
+            "(see ../shared/flambe-oracle/setup.sh and tests/oracle.py)"
+        )
