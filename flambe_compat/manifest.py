@@ -8,7 +8,7 @@ size and sha256, and whether a payload names a global outside the allow-list
 (`trusted_decoding_required`, `unsafe_globals`; found by `pickle_globals`, which reads
 pickle opcodes and unpickles nothing).
 
-Integrity (`check_archive`, `check_files`): by default every file's size is compared with
+Integrity (`check_files`): by default every file's size is compared with
 the manifest, every file of at most `HASH_LIMIT` (16 MiB) is hashed, and files missing
 from the archive or absent from the manifest are reported. So a flipped byte is caught in
 every file but a payload larger than 16 MiB, whose tensor bytes `torch.load(mmap=True)`
@@ -244,22 +244,6 @@ def check_files(root: Path, manifest: dict[str, Any], verify: bool = False) -> l
             message = f"sha256 {digest} differs from manifest.json's {entry['sha256']}"
             problems.append(Problem(entry["path"], "manifest-sha256", message))
     return problems
-
-
-def check_archive(root: Path, verify: bool = False) -> dict[str, Any]:
-    """`read_manifest` then `check_files`; returns the manifest, or raises `LoadError`.
-
-    >>> check_archive(Path("no/such/folder"))
-    Traceback (most recent call last):
-    ...
-    flambe_compat.errors.LoadError: no/such/folder/manifest.json: missing, ...
-    """
-    manifest = read_manifest(root)
-    problems = check_files(root, manifest, verify)
-    if problems:
-        listing = "\n".join(f"  {problem.render(str(root))}" for problem in problems)
-        raise LoadError(f"{root}: does not match its manifest.json\n{listing}")
-    return manifest
 
 
 def _listing(root: Path) -> dict[str, int | None]:

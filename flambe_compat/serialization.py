@@ -152,11 +152,13 @@ def load_state_from_file(
     given versions with the registered class migrations (`class_migrations`, by default
     those registered with `flambe_compat.register_class_migration`).
     """
-    trust = Trust.of(allow_globals, trusted, map_location)
+    trust = Trust.of(allow_globals, trusted)
     with opened(path) as archive:
         report = check(archive, strict=strict, trust=trust, verify=verify)
         report.raise_for_problems()
-        decoded = read_archive(archive, report, trust, pickle_module, **pickle_load_args)
+        decoded = read_archive(
+            archive, report, trust, pickle_module, map_location=map_location, **pickle_load_args
+        )
     state = run(decoded, LATEST).state
     if class_versions:
         state = (class_migrations or default_class_migrations).apply(state, class_versions)

@@ -85,22 +85,20 @@ class UnsafeGlobalError(pickle.UnpicklingError):
 
 @dataclass(frozen=True)
 class Trust:
-    """What unpickling may do: the allow-list, extra allowed globals, or full trust."""
+    """What unpickling may do: the allow-list, extra allowed globals, or full trust.
+
+    A policy only: where tensors go and whether they are memory-mapped are load options
+    (`torch_load`'s `map_location` and `mmap`).
+    """
 
     allow_globals: tuple[str, ...] = field(default=())
     trusted: bool = False
-    map_location: Any = None
 
     @classmethod
-    def of(
-        cls,
-        allow_globals: Iterable[str | Any] = (),
-        trusted: bool = False,
-        map_location: Any = None,
-    ) -> Trust:
+    def of(cls, allow_globals: Iterable[str | Any] = (), trusted: bool = False) -> Trust:
         """A `Trust` from user arguments: names as `module.name` strings or the objects."""
         names = tuple(g if isinstance(g, str) else _qualified_name(g) for g in allow_globals)
-        return cls(allow_globals=names, trusted=trusted, map_location=map_location)
+        return cls(allow_globals=names, trusted=trusted)
 
 
 def _qualified_name(obj: Any) -> str:
@@ -254,9 +252,11 @@ def _resolve(qualified_name: str) -> Any:
     return value
 
 
-def _safe_unpickler_class(trust: Trust) -> type[pickle.Unpickler]:
+def _safe_unpickler_class(trust: Trust, map_location: Any) -> type[pickle.Unpickler]:
     allowed = dict(_default_globals())
-    allowed["torch.storage._load_from_bytes"] = functools.partial(_load_nested_torch_file, trust)
+    allowed["torch.storage._load_from_bytes"] = functools.partial(
+        _load_nested_torch_file, trust, map_location
+    )
     for name in trust.allow_globals:
         allowed.setdefault(name, None)
     return allow_list_unpickler(allowed)
@@ -422,10 +422,15 @@ def _trusted_unpickler_class(pickle_module: Any) -> type[pickle.Unpickler]:
     return TrustedUnpickler
 
 
-def pickle_module_for(trust: Trust, pickle_module: Any = pickle) -> Any:
-    """A module-like object with `Unpickler` and `load`, to hand to `torch.load`."""
+def pickle_module_for(trust: Trust, pickle_module: Any = pickle, map_location: Any = None) -> Any:
+    """A module-like object with `Unpickler` and `load`, to hand to `torch.load`.
+
+    `map_location` applies to the storages of nested torch files too.
+    """
     unpickler = (
-        _trusted_unpickler_class(pickle_module) if trust.trusted else _safe_unpickler_class(trust)
+        _trusted_unpickler_class(pickle_module)
+        if trust.trusted
+        else _safe_unpickler_class(trust, map_location)
     )
 
     def load(file: IO[bytes], **kwargs: Any) -> Any:
@@ -434,15 +439,22 @@ def pickle_module_for(trust: Trust, pickle_module: Any = pickle) -> Any:
     return types.SimpleNamespace(Unpickler=unpickler, load=load, __name__="flambe_compat")
 
 
-def unpickle(file: IO[bytes], trust: Trust, pickle_module: Any = pickle, **kwargs: Any) -> Any:
+def unpickle(
+    file: IO[bytes],
+    trust: Trust,
+    pickle_module: Any = pickle,
+    map_location: Any = None,
+    **kwargs: Any,
+) -> Any:
     """Unpickle one raw pickle (flambe's pickle-only archives, 0.4.0-0.4.4 stashes)."""
-    return pickle_module_for(trust, pickle_module).load(file, **kwargs)
+    return pickle_module_for(trust, pickle_module, map_location).load(file, **kwargs)
 
 
 def torch_load(
     file: str | os.PathLike[str] | IO[bytes],
     trust: Trust,
     pickle_module: Any = pickle,
+    map_location: Any = None,
     mmap: bool = False,
     **kwargs: Any,
 ) -> Any:
@@ -450,8 +462,8 @@ def torch_load(
     _check_zip(file, trust)
     return torch.load(
         file,
-        map_location=trust.map_location,
-        pickle_module=pickle_module_for(trust, pickle_module),
+        map_location=map_location,
+        pickle_module=pickle_module_for(trust, pickle_module, map_location),
         weights_only=False,
         mmap=mmap or None,
         **kwargs,
@@ -489,9 +501,9 @@ def _check_zip(file: str | os.PathLike[str] | IO[bytes], trust: Trust) -> None:
             )
 
 
-def _load_nested_torch_file(trust: Trust, data: bytes) -> Any:
+def _load_nested_torch_file(trust: Trust, map_location: Any, data: bytes) -> Any:
     """`torch.storage._load_from_bytes`: a storage pickled as a whole torch file."""
-    return torch_load(io.BytesIO(data), trust)
+    return torch_load(io.BytesIO(data), trust, map_location=map_location)
 
 
 def allowed_globals() -> Mapping[str, Callable[..., Any] | Any]:

@@ -26,10 +26,10 @@ import torch
 
 from flambe_compat import load_state_from_file, publish
 from flambe_compat.container import opened
-from flambe_compat.manifest import check_archive, state_from_payload
+from flambe_compat.manifest import state_from_payload
 from flambe_compat.state import State
 from flambe_compat.write import archive_path, write_protocol1, write_protocol2
-from tests.test_write_protocol2 import MODES, assert_same, make_state
+from tests.test_write_protocol2 import MODES, assert_same, checked_manifest, make_state
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,7 @@ def read_back(path: Path, protocol: int) -> dict[str, Any]:
         if not archive.is_directory:
             value = torch.load(archive.payload, weights_only=True)
             return dict(state_from_payload(value, archive.payload))
-        manifest = check_archive(archive.payload, verify=True)
+        manifest = checked_manifest(archive.payload)
         flat = {}
         for node in manifest["nodes"]:
             dotted = node["prefix"] + "." if node["prefix"] else ""
