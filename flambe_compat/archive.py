@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .detect import Revision
+from .revisions import Revision
 from .state import State
 
 

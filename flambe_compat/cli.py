@@ -19,17 +19,20 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .class_migrations import class_migrations, import_plugins
 from .errors import LoadError
 from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
-from .migrate import LATEST, Migration
 from .peek import TensorInfo
+from .pipeline import validate
+from .report import Report
+from .revisions import LATEST
 from .tree import component_folders
-from .upgrade import UpgradeResult, upgrade
-from .validate import Report, validate
+
+if TYPE_CHECKING:
+    from .migrate import Migration
+    from .upgrade import UpgradeResult
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 ARCHIVE_SUFFIXES = (".tar.gz", ".pkl")
@@ -56,24 +59,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    check = commands.add_parser(
+    validating = commands.add_parser(
         "validate",
         help="check archives (folders are searched); exit 1 if any is invalid",
         description="Check archives against the schema of their revision; no code from an "
         "archive is run. Folders that are not archives are searched for archives.",
     )
-    check.add_argument("paths", nargs="+", metavar="PATH")
-    check.add_argument("--json", action="store_true", help="print a machine-readable report")
-    check.add_argument("--strict", action="store_true", help="also flag what flambe tolerated")
-    check.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="validate N at once")
-    check.add_argument(
+    validating.add_argument("paths", nargs="+", metavar="PATH")
+    validating.add_argument("--json", action="store_true", help="print a machine-readable report")
+    validating.add_argument("--strict", action="store_true", help="also flag what flambe tolerated")
+    validating.add_argument(
+        "-j", "--jobs", type=int, default=1, metavar="N", help="validate N at once"
+    )
+    validating.add_argument(
         "--allow-global",
         action="append",
         default=[],
         metavar="MODULE.NAME",
         help="accept payloads naming this global (repeatable)",
     )
-    check.set_defaults(run=_validate)
+    validating.set_defaults(run=_validate)
 
     show = commands.add_parser(
         "inspect",
@@ -122,12 +127,12 @@ def _validate(args: argparse.Namespace) -> int:
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             usage_error = True
-    check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
+    validate_one = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
     if args.jobs > 1 and len(archives) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            reports = list(pool.map(check, archives))
+            reports = list(pool.map(validate_one, archives))
     else:
-        reports = [check(archive) for archive in archives]
+        reports = [validate_one(archive) for archive in archives]
     invalid = sum(not report.valid for report in reports)
     if args.json:
         document = {
@@ -149,6 +154,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
+    from .class_migrations import class_migrations, import_plugins
+    from .upgrade import upgrade  # imports torch: only the upgrade command needs it
+
     source_root = Path(args.source)
     try:
         import_plugins(args.plugins)
@@ -285,7 +293,7 @@ def render_tree(report: Report) -> str:
     document = report.document or {}
     lines = [
         f"{report.source}: protocol {report.protocol} revision {report.revision} "
-        f"({report.layout} in {report.container})"
+        f"({report.packing()})"
     ]
     total = 0
     for prefix, heading, payload in _nodes(document, report.nodes):

@@ -19,6 +19,7 @@ VERSION_KEY = "_flambe_version"
 
 DEFAULT_PROTOCOL = 2  # pickle protocol flambe used
 PROTOCOL_1 = 1
+PROTOCOL_2 = 2  # flambe_compat's
 
 STATE_FILE_NAME = "state.pt"
 VERSION_FILE_NAME = "version.txt"

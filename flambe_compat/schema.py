@@ -26,6 +26,7 @@ from referencing import Registry, Resource
 
 from .problems import Problem
 from .resources import resource_path
+from .revisions import info, pickle_schema
 
 
 @functools.cache
@@ -67,8 +68,8 @@ def _validator(name: str) -> Draft202012Validator:
 def schema_name(document: dict[str, Any]) -> str:
     """Which schema judges a described archive: its revision's, or the pickle format's."""
     if document.get("layout") == "pickle":
-        return f"pickle-{document.get('protocol') if document.get('protocol') == 1 else '2.0'}.json"
-    return f"{document['revision']}.json"
+        return pickle_schema(document.get("protocol"))
+    return info(document["revision"]).schema
 
 
 def schema_problems(document: Any, name: str) -> list[Problem]:

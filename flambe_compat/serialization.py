@@ -22,12 +22,9 @@ import dill
 
 from .class_migrations import ClassMigrations
 from .class_migrations import class_migrations as default_class_migrations
-from .container import opened
 from .errors import LoadError
-from .layout import DEFAULT_PROTOCOL, PROTOCOL_1
-from .manifest import PROTOCOL_2
-from .migrate import LATEST, run
-from .read import read_archive
+from .layout import DEFAULT_PROTOCOL, PROTOCOL_1, PROTOCOL_2
+from .pipeline import load
 from .state import State
 from .tree import (
     SaveTreeNode,
@@ -41,7 +38,6 @@ from .tree import (
     traverse,
 )
 from .unpickle import Trust
-from .validate import check
 from .write import write_protocol1, write_protocol2
 
 __all__ = [
@@ -152,14 +148,15 @@ def load_state_from_file(
     given versions with the registered class migrations (`class_migrations`, by default
     those registered with `flambe_compat.register_class_migration`).
     """
-    trust = Trust.of(allow_globals, trusted)
-    with opened(path) as archive:
-        report = check(archive, strict=strict, trust=trust, verify=verify)
-        report.raise_for_problems()
-        decoded = read_archive(
-            archive, report, trust, pickle_module, map_location=map_location, **pickle_load_args
-        )
-    state = run(decoded, LATEST).state
+    state = load(
+        path,
+        trust=Trust.of(allow_globals, trusted),
+        strict=strict,
+        verify=verify,
+        pickle_module=pickle_module,
+        map_location=map_location,
+        **pickle_load_args,
+    ).state
     if class_versions:
         state = (class_migrations or default_class_migrations).apply(state, class_versions)
     return state

@@ -26,7 +26,7 @@ import torch
 
 from flambe_compat import load_state_from_file, publish
 from flambe_compat.container import opened
-from flambe_compat.manifest import state_from_payload
+from flambe_compat.integrity import state_from_payload
 from flambe_compat.state import State
 from flambe_compat.write import archive_path, write_protocol1, write_protocol2
 from tests.test_write_protocol2 import MODES, assert_same, checked_manifest, make_state
@@ -97,7 +97,7 @@ def read_back(path: Path, protocol: int) -> dict[str, Any]:
     if protocol == 1:
         return dict(load_state_from_file(path))
     with opened(path) as archive:
-        if not archive.is_directory:
+        if not archive.is_folder:
             value = torch.load(archive.payload, weights_only=True)
             return dict(state_from_payload(value, archive.payload))
         manifest = checked_manifest(archive.payload)

@@ -14,13 +14,8 @@ import torch
 
 import flambe_compat
 from flambe_compat import load_state_from_file
-from flambe_compat.layout import NODE_FILES, REQUIREMENTS_FILE_NAME
-from flambe_compat.manifest import (
-    MANIFEST_FILE_NAME,
-    check_files,
-    read_manifest,
-    state_from_payload,
-)
+from flambe_compat.integrity import check_files, read_manifest, state_from_payload
+from flambe_compat.layout import MANIFEST_FILE_NAME, NODE_FILES, REQUIREMENTS_FILE_NAME
 from flambe_compat.state import State
 from flambe_compat.tree import node_metadata, state_to_tree
 from flambe_compat.write import archive_path, write_protocol1, write_protocol2
