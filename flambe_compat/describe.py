@@ -31,6 +31,7 @@ from .layout import (
     CONFIG_FILE_NAME,
     PICKLE_HEADER_KEY,
     PROTOCOL_VERSION_FILE_NAME,
+    REQUIREMENTS_FILE_NAME,
     SOURCE_FILE_NAME,
     STASH_FILE_NAME,
     STATE_FILE_NAME,
@@ -155,6 +156,13 @@ class Description:
             return [(self.opened.payload.name, self.pickle)]
         return [item for node in self.nodes for item in node.payloads()]
 
+    def contents(self) -> dict[str, bytes]:
+        """The files read whole while describing, by path relative to the archive."""
+        found = {path: p.file.data for path, p in self.payloads() if p.file.data is not None}
+        for node in self.nodes:
+            found.update((node.folder.join(n), t.encode("utf-8")) for n, t in node.texts.items())
+        return found
+
     def as_json(self) -> dict[str, Any]:
         """The JSON document the revision's schema judges (and `inspect --json` prints)."""
         document: dict[str, Any] = {
@@ -212,6 +220,10 @@ def _describe_node(
             text = _read_text(folder.path / name, folder.join(name), problems)
             if text is not None:
                 node.texts[name] = text
+    if not folder.relative and REQUIREMENTS_FILE_NAME in folder.files:
+        text = _read_text(folder.path / REQUIREMENTS_FILE_NAME, REQUIREMENTS_FILE_NAME, [])
+        if text is not None:  # kept for the decoder, which reports an unreadable one
+            node.texts[REQUIREMENTS_FILE_NAME] = text
     config = node.texts.get(CONFIG_FILE_NAME)
     if config is not None:
         node.config = _describe_config(config, folder.join(CONFIG_FILE_NAME), problems)

@@ -22,7 +22,9 @@ flambe_compat.errors.LoadError: no/such/folder/manifest.json: missing, ...
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +83,20 @@ def _schema_message(path: Path, schema: str, problems: list[Problem]) -> str:
 
 
 def check_files(
-    root: Path, manifest: dict[str, Any], verify: bool = False, folders: list[Folder] | None = None
+    root: Path,
+    manifest: dict[str, Any],
+    verify: bool = False,
+    folders: list[Folder] | None = None,
+    contents: Mapping[str, bytes] | None = None,
 ) -> list[Problem]:
     """The files of `root` that differ from `manifest`: missing, unlisted, resized, altered.
 
     Sizes are always compared; sha256 for files of at most `HASH_LIMIT` bytes, or for
     every file with `verify=True`. `manifest` must have passed `read_manifest`;
-    `folders` is the walk of `root` when already made. A file that cannot be read at
-    all raises `LoadError` naming it.
+    `folders` is the walk of `root` and `contents` the files already read (by relative
+    path), when there are. A file that cannot be read at all raises `LoadError` naming it.
     """
+    contents = contents or {}
     try:
         found = listing(walk(root) if folders is None else folders)
         listed = {entry["path"]: entry for entry in manifest["files"]}
@@ -111,7 +118,20 @@ def check_files(
                 problems.append(Problem(path, "manifest-size", message))
             elif verify or size <= HASH_LIMIT:
                 to_hash.append(entry)
-        digests = sha256_all([(root / entry["path"], entry["size"]) for entry in to_hash])
+        unread = [entry for entry in to_hash if entry["path"] not in contents]
+        hashed = dict(
+            zip(
+                (entry["path"] for entry in unread),
+                sha256_all([(root / entry["path"], entry["size"]) for entry in unread]),
+                strict=True,
+            )
+        )
+        digests = [
+            hashlib.sha256(contents[entry["path"]]).hexdigest()
+            if entry["path"] in contents
+            else hashed[entry["path"]]
+            for entry in to_hash
+        ]
     except OSError as error:
         raise LoadError(f"{error.filename}: cannot be read ({error.strerror})") from None
     for entry, digest in zip(to_hash, digests, strict=True):

@@ -71,9 +71,10 @@ def read_archive(
         recorded = getattr(tree.state, "_metadata", {}).get(FLAMBE_DIRECTORIES_KEY)
         directories = set(recorded) if isinstance(recorded, (set, frozenset, list)) else None
         state = tree_to_state(tree, directories)
-        root = description.nodes[0].folder
-        if REQUIREMENTS_FILE_NAME in root.files:
-            requirements = _read_text(root.path / REQUIREMENTS_FILE_NAME)
+        root = description.nodes[0]
+        requirements = root.texts.get(REQUIREMENTS_FILE_NAME)
+        if requirements is None and REQUIREMENTS_FILE_NAME in root.folder.files:
+            requirements = _read_text(root.folder.path / REQUIREMENTS_FILE_NAME)
     return Archive(
         state=state,
         revision=detection.revision,

@@ -17,16 +17,18 @@ from __future__ import annotations
 import functools
 import json
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
 
 from .problems import Problem
 from .resources import resource_path
 from .revisions import info, pickle_schema
+
+if TYPE_CHECKING:  # jsonschema explains invalid documents only: imported then
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+    from referencing import Registry
 
 
 @functools.cache
@@ -42,6 +44,8 @@ def _schemas() -> dict[str, dict[str, Any]]:
 
 @functools.cache
 def _registry() -> Registry:
+    from referencing import Registry, Resource
+
     return Registry().with_resources(
         (uri, Resource.from_contents(contents)) for uri, contents in _schemas().items()
     )
@@ -62,6 +66,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(load_schema(name), registry=_registry())
 
 

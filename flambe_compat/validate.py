@@ -114,7 +114,9 @@ def _protocol2_problems(
     root = description.opened.payload
     try:
         validation.manifest = read_manifest(root)
-        return check_files(root, validation.manifest, verify, description.folders)
+        return check_files(
+            root, validation.manifest, verify, description.folders, description.contents()
+        )
     except LoadError as error:
         return [Problem(MANIFEST_FILE_NAME, "manifest", after_source(error))]
 
