@@ -17,6 +17,7 @@ tensors does not import torch (other torch names on the allow-list do).
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import zipfile
@@ -218,16 +219,17 @@ def _peek_nested(found: list[str], data: bytes) -> Any:
     return nested.value
 
 
-def _stand_ins(found: list[str]) -> dict[str, Any]:
-    """What peeking resolves torch's tensor, storage, dtype and layout names to."""
-    stand_ins: dict[str, Any] = {}
+@functools.cache
+def _stand_ins() -> dict[str, Any]:
+    """What peeking resolves torch's tensor, storage, dtype and layout names to (but for
+    `torch.storage._load_from_bytes`: see `_unpickler`), and the allow-list without torch."""
+    stand_ins: dict[str, Any] = dict(plain_globals())
     for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3"):
         stand_ins[f"torch._utils.{name}"] = _tensor_info
     for name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
         stand_ins[f"torch._utils.{name}"] = _first_argument
     stand_ins["torch._tensor._rebuild_from_type_v2"] = _rebuild_from_type
     stand_ins["torch._utils._rebuild_sparse_tensor"] = _sparse_info
-    stand_ins["torch.storage._load_from_bytes"] = lambda data: _peek_nested(found, data)
     for name, dtype in _STORAGE_DTYPES.items():
         stand_ins[f"torch.{name}"] = _StorageInfo(dtype)
     for name in ("torch.UntypedStorage", "torch.storage.UntypedStorage"):
@@ -243,5 +245,6 @@ def _unpickler(found: list[str]) -> type[pickle.Unpickler]:
             found.append(qualified_name)
         return type(qualified_name, (Opaque,), {"qualified_name": qualified_name})
 
-    allowed = {**plain_globals(), **_stand_ins(found)}
+    allowed = dict(_stand_ins())
+    allowed["torch.storage._load_from_bytes"] = lambda data: _peek_nested(found, data)
     return allow_list_unpickler(allowed, on_unknown=stand_in, more=globals_for)
