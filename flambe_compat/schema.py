@@ -21,6 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 
+from .layout import (
+    CONFIG_FILE_NAME,
+    PROTOCOL_VERSION_FILE_NAME,
+    STASH_FILE_NAME,
+    STATE_FILE_NAME,
+    VERSION_FILE_NAME,
+)
 from .problems import Problem
 from .resources import resource_path
 from .revisions import info, pickle_schema
@@ -156,9 +163,9 @@ def _field(path: list[Any]) -> str:
 
 
 _FILE_OF_FIELD = {
-    "state": "state.pt",
-    "stash": "stash.pkl",
-    "version_file": "version.txt",
-    "protocol_version": "protocol_version.txt",
-    "config": "config.yaml",
+    "state": STATE_FILE_NAME,
+    "stash": STASH_FILE_NAME,
+    "version_file": VERSION_FILE_NAME,
+    "protocol_version": PROTOCOL_VERSION_FILE_NAME,
+    "config": CONFIG_FILE_NAME,
 }
