@@ -18,8 +18,11 @@ payloads read whole stay in the records, for the decoder.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,11 @@ from typing import Any
 from .config import config_documents
 from .container import Opened
 from .detect import Detection, payload_files
+from .errors import LoadError
 from .layout import (
     CONFIG_FILE_NAME,
     PICKLE_HEADER_KEY,
+    PROTOCOL_2,
     PROTOCOL_VERSION_FILE_NAME,
     REQUIREMENTS_FILE_NAME,
     SOURCE_FILE_NAME,
@@ -42,6 +47,8 @@ from .payload import PayloadFile, PayloadFormat, read_payload_file
 from .peek import Opaque, PeekError, TensorInfo, peek
 from .problems import Problem
 
+Decode = Callable[[PayloadFile, bool], Any]
+"""Decodes a payload, memory-mapped or not (`read.Decoder.decode`)."""
 MAX_TEXT_BYTES = 64 << 20
 MAX_JSON_DEPTH = 64
 _TEXT_FILES = (VERSION_FILE_NAME, PROTOCOL_VERSION_FILE_NAME, SOURCE_FILE_NAME, CONFIG_FILE_NAME)
@@ -66,6 +73,16 @@ class PayloadSummary:
     plain: Any = None
     """The whole value, when peeking decoded it completely (no tensor, no stand-in)."""
     is_plain: bool = False
+    decoded: Any = None
+    """The value, when the payload was described by decoding it (see `describe`)."""
+    is_decoded: bool = False
+    decode_error: LoadError | None = None
+    """Why decoding failed, when it did: peeking then described the payload."""
+
+    def forget(self) -> None:
+        """Drop the bytes and values kept for the decoder, once it took them."""
+        self.file = dataclasses.replace(self.file, data=None)
+        self.plain = self.decoded = None
 
     @property
     def format(self) -> PayloadFormat:
@@ -186,29 +203,47 @@ def describe(
     folders: list[Folder] | None = None,
     payloads: Mapping[str, PayloadFile] | None = None,
     whole: bool = False,
+    decode: Decode | None = None,
 ) -> Description:
     """The description of an opened archive, with the problems met while reading it.
 
     `folders` (the walk) and `payloads` (the payload files, sniffed) are reused when
     given; `whole` reads small payloads whole (for a load, which decodes them next).
+    A load under the bare allow-list passes `decode` (which runs nothing peeking would
+    not): torch payloads are then described from their decoded value, decoded once; one
+    that fails to decode is peeked into instead, so its problems are reported as usual.
     """
     description = Description(archive, detection)
+    payload_decode: Callable[[PayloadFile], Any] | None = None
+    if decode is not None:
+        mmap = detection.protocol == PROTOCOL_2
+        payload_decode = functools.partial(_decode, decode, mmap)
     if detection.layout == "pickle":
         path = archive.payload
         payload = read_payload_file(path, path.stat().st_size, whole)
-        description.pickle = describe_payload(payload, path.name, description.problems)
+        description.pickle = describe_payload(
+            payload, path.name, description.problems, payload_decode
+        )
         return description
     description.folders = walk(archive.payload) if folders is None else folders
     if payloads is None:
         payloads = payload_files(description.folders)
     description.nodes = [
-        _describe_node(folder, payloads, description.problems) for folder in description.folders
+        _describe_node(folder, payloads, description.problems, payload_decode)
+        for folder in description.folders
     ]
     return description
 
 
+def _decode(decode: Decode, mmap: bool, payload: PayloadFile) -> Any:
+    return decode(payload, mmap)
+
+
 def _describe_node(
-    folder: Folder, payloads: Mapping[str, PayloadFile], problems: list[Problem]
+    folder: Folder,
+    payloads: Mapping[str, PayloadFile],
+    problems: list[Problem],
+    decode: Callable[[PayloadFile], Any] | None,
 ) -> NodeSummary:
     problems.extend(
         Problem(folder.join(name), "links", "links and special files are refused")
@@ -230,7 +265,7 @@ def _describe_node(
     for name in (STATE_FILE_NAME, STASH_FILE_NAME):
         if folder.files.get(name, 0) > 0:
             relative = folder.join(name)
-            summary = describe_payload(payloads[relative], relative, problems)
+            summary = describe_payload(payloads[relative], relative, problems, decode)
             if name == STATE_FILE_NAME:
                 node.state = summary
             else:
@@ -239,10 +274,25 @@ def _describe_node(
 
 
 def describe_payload(
-    payload: PayloadFile, relative: str, problems: list[Problem]
+    payload: PayloadFile,
+    relative: str,
+    problems: list[Problem],
+    decode: Callable[[PayloadFile], Any] | None = None,
 ) -> PayloadSummary:
     """Format, keys, tensor shapes, metadata and refused globals of one payload file."""
     summary = PayloadSummary(payload)
+    if decode is not None and payload.format in ("zip", "legacy"):
+        try:
+            summary.decoded = decode(payload)
+            summary.is_decoded = True
+            summary.file = dataclasses.replace(payload, data=None)  # the tensors hold a copy
+            _summarise(summary, summary.decoded)
+            return summary
+        except LoadError as error:
+            summary.decode_error = error
+        except (ValueError, RecursionError):
+            pass  # not describable as JSON: peeking reports it
+        summary.decoded, summary.is_decoded = None, False
     try:
         peeked = peek(payload)
         summary.unsafe_globals = peeked.unsafe_globals
@@ -270,15 +320,24 @@ def _summarise(summary: PayloadSummary, value: Any) -> None:
     summary.type = type(value).__name__
     if isinstance(value, dict):
         summary.keys = [str(key) for key in value]
-        summary.tensors = {
-            str(key): item for key, item in value.items() if isinstance(item, TensorInfo)
-        }
-        summary.value_types = {
-            str(key): type(item).__name__
-            for key, item in value.items()
-            if not isinstance(item, TensorInfo)
-        }
+        summary.tensors, summary.value_types = {}, {}
+        for key, item in value.items():
+            info = _tensor_info(item)
+            if info is not None:
+                summary.tensors[str(key)] = info
+            else:
+                summary.value_types[str(key)] = type(item).__name__
     summary.metadata = None if metadata is None else jsonable(metadata)
+
+
+def _tensor_info(value: Any) -> TensorInfo | None:
+    """A tensor's record: as peeked, or of a decoded tensor (torch is imported then)."""
+    if isinstance(value, TensorInfo):
+        return value
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return TensorInfo(str(value.dtype).removeprefix("torch."), tuple(value.shape))
+    return None
 
 
 def _is_plain(value: Any, depth: int = 0) -> bool:
@@ -326,8 +385,9 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON-safe rendering of decoded data: sets sorted, tensors as dtype and shape."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, TensorInfo):
-        return {"dtype": value.dtype, "shape": list(value.shape)}
+    info = _tensor_info(value)
+    if info is not None:
+        return {"dtype": info.dtype, "shape": list(info.shape)}
     if isinstance(value, Opaque):
         return {"opaque": value.qualified_name}
     if isinstance(value, float) and not math.isfinite(value):

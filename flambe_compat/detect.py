@@ -76,11 +76,12 @@ def detect(
     archive: Opened,
     folders: list[Folder] | None = None,
     payloads: Mapping[str, PayloadFile] | None = None,
+    protocol: str | None = None,
 ) -> Detection:
     """Detect an opened archive's protocol and revision without unpickling anything.
 
-    `folders` (the walk of a save folder) and `payloads` (its payload files, read) are
-    passed by callers that already made them.
+    `folders` (the walk of a save folder), `payloads` (its payload files, read) and
+    `protocol` (its `folder_protocol`) are passed by callers that already have them.
     """
     if not archive.is_folder:
         payload = read_payload_file(archive.payload, archive.payload.stat().st_size)
@@ -89,8 +90,8 @@ def detect(
         payloads = payload_files(walk(archive.payload) if folders is None else folders)
     formats = {path: payload.format for path, payload in payloads.items()}
     root = archive.payload
-    protocol = _small_text(root / PROTOCOL_VERSION_FILE_NAME)
-    if (root / MANIFEST_FILE_NAME).exists() or protocol == str(PROTOCOL_2):
+    protocol = folder_protocol(root) if protocol is None else protocol
+    if protocol == str(PROTOCOL_2):
         return Detection("folder", PROTOCOL_2, LATEST, formats)
     if protocol is None:
         reason = "not a flambe save folder: no protocol_version.txt at its root"
@@ -125,6 +126,14 @@ def _detect_pickle(archive: Opened, payload: PayloadFile) -> Detection:
     whole_path = "/" in archive.member_prefix
     revision: Revision = "1.1" if whole_path else PICKLE_REVISIONS[PROTOCOL_1]
     return Detection("pickle", PROTOCOL_1, revision, formats)
+
+
+def folder_protocol(root: Path) -> str | None:
+    """The protocol a save folder says it is in (`"2"` when it has a manifest), as text;
+    `None` without `protocol_version.txt`."""
+    if (root / MANIFEST_FILE_NAME).exists():
+        return str(PROTOCOL_2)
+    return _small_text(root / PROTOCOL_VERSION_FILE_NAME)
 
 
 def _small_text(path: Path) -> str | None:

@@ -26,13 +26,14 @@ from typing import Any
 
 from .archive import Archive
 from .container import Opened, opened
-from .describe import Description, describe
-from .detect import Detection, detect, payload_files
+from .describe import Decode, Description, describe
+from .detect import Detection, detect, folder_protocol, payload_files
 from .errors import LoadError
+from .layout import PROTOCOL_2
 from .listing import Folder, walk
 from .migrate import Migration, run
 from .problems import Problem
-from .read import read_archive
+from .read import Decoder, read_archive
 from .report import Report
 from .revisions import LATEST, REVISIONS, Revision
 from .unpickle import Trust
@@ -69,18 +70,24 @@ def inspect(
     trust: Trust | None = None,
     verify: bool = False,
     for_decoding: bool = False,
+    decode: Decode | None = None,
 ) -> Inspection:
     """Detect, describe and validate an opened archive, reading each file once.
 
     Validation reads no tensor bytes but of files it hashes; `for_decoding` reads small
-    payloads whole instead, so that decoding them reads nothing again.
+    payloads whole instead, so that decoding them reads nothing again, and `decode`
+    describes torch payloads by decoding them (see `describe`).
     """
     folders: list[Folder] | None = None
     payloads = None
+    protocol = None
     if archive.is_folder:
         folders = walk(archive.payload)
-        payloads = payload_files(folders, whole=for_decoding)
-    detection = detect(archive, folders, payloads)
+        protocol = folder_protocol(archive.payload)
+        # protocol 2 payloads are memory-mapped when decoded: never read whole
+        whole = for_decoding and protocol != str(PROTOCOL_2)
+        payloads = payload_files(folders, whole)
+    detection = detect(archive, folders, payloads, protocol)
     report = Report(
         os.fspath(archive.source),
         container=archive.container,
@@ -91,7 +98,7 @@ def inspect(
     if detection.revision is None:
         report.problems += [Problem("", "revision", reason) for reason in detection.reasons]
         return Inspection(archive, detection, report)
-    description = describe(archive, detection, folders, payloads, whole=for_decoding)
+    description = describe(archive, detection, folders, payloads, for_decoding, decode)
     validation = validate_description(description, strict=strict, trust=trust, verify=verify)
     report.document = description.as_json()
     report.problems += validation.problems
@@ -126,12 +133,18 @@ def inspected(
     trust: Trust | None = None,
     verify: bool = False,
     for_decoding: bool = False,
+    decode: Decode | None = None,
 ) -> Iterator[Inspection]:
     """The inspection of a valid archive, open for the time of the block; `LoadError`
     listing every problem otherwise."""
     with opened(path) as archive:
         inspection = inspect(
-            archive, strict=strict, trust=trust, verify=verify, for_decoding=for_decoding
+            archive,
+            strict=strict,
+            trust=trust,
+            verify=verify,
+            for_decoding=for_decoding,
+            decode=decode,
         )
         inspection.report.raise_for_problems()
         yield inspection
@@ -145,7 +158,7 @@ def decode(
     **load_args: Any,
 ) -> Archive:
     """The decoded `Archive` of a valid inspection (see `flambe_compat.read`)."""
-    return read_archive(inspection, trust, pickle_module, map_location, **load_args)
+    return read_archive(inspection, Decoder(trust, pickle_module, map_location, load_args))
 
 
 def load(
@@ -161,9 +174,14 @@ def load(
     **load_args: Any,
 ) -> Archive:
     """Open, validate and decode the archive at `path`, then migrate it to `target`."""
-    trust = trust or Trust()
+    decoder = Decoder(trust or Trust(), pickle_module, map_location, load_args)
     with inspected(
-        path, strict=strict, trust=trust, verify=verify, for_decoding=True
+        path,
+        strict=strict,
+        trust=decoder.trust,
+        verify=verify,
+        for_decoding=True,
+        decode=decoder.decode if decoder.describes else None,
     ) as inspection:
-        archive = decode(inspection, trust, pickle_module, map_location, **load_args)
+        archive = read_archive(inspection, decoder)
     return run(archive, target, on_step=on_step)

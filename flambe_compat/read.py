@@ -4,13 +4,15 @@ hands out).
 Validation has already judged the archive's structure and read its files: this module
 decodes what the description holds (texts, payloads read whole) and reads the rest of
 the payloads once. Payloads that peeking decoded completely (no tensor) are not decoded
-again. Every payload goes through `unpickle` (the allow-list unless the caller trusts
-the archive); a payload that still fails becomes a `LoadError` naming the file.
+again; under the bare allow-list a load describes its payloads by decoding them
+(`Decoder.describes`), and those values are used as they are. Every payload goes
+through `unpickle` (the allow-list unless the caller trusts the archive); a payload that
+still fails becomes a `LoadError` naming the file.
 
 >>> from flambe_compat.pipeline import inspected
 >>> from flambe_compat.unpickle import Trust
 >>> with inspected("fixtures/flambe-corpus/0.4.18-zip/counter-dir") as inspection:
-...     archive = read_archive(inspection, Trust())
+...     archive = read_archive(inspection, Decoder(Trust()))
 >>> dict(archive.state), archive.revision
 ({'label': 'steps', 'count': 5}, '1.4')
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .archive import Archive
@@ -46,13 +49,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def read_archive(
-    inspection: Inspection,
-    trust: Trust,
-    pickle_module: Any = pickle,
-    map_location: Any = None,
-    **load_args: Any,
-) -> Archive:
+def read_archive(inspection: Inspection, decoder: Decoder) -> Archive:
     """The decoded `Archive` of an archive that validation found valid.
 
     Protocol 2 payloads read from disk are memory-mapped (`torch.load(mmap=True)`):
@@ -61,13 +58,12 @@ def read_archive(
     description, detection = inspection.description, inspection.detection
     if description is None or detection.revision is None:
         raise LoadError(f"{inspection.opened.source}: no revision was detected")
-    options = _Options(trust, pickle_module, map_location, detection.protocol == PROTOCOL_2)
-    options.load_args.update(load_args)
+    mmap = detection.protocol == PROTOCOL_2
     requirements = None
     if description.pickle is not None:
-        state = _read_pickle(description.pickle, options)
+        state = _read_pickle(description.pickle, decoder, mmap)
     else:
-        tree = _read_tree(description.nodes, options)
+        tree = _read_tree(description.nodes, decoder, mmap)
         recorded = getattr(tree.state, "_metadata", {}).get(FLAMBE_DIRECTORIES_KEY)
         directories = set(recorded) if isinstance(recorded, (set, frozenset, list)) else None
         state = tree_to_state(tree, directories)
@@ -80,22 +76,50 @@ def read_archive(
         revision=detection.revision,
         layout=detection.layout,
         requirements=requirements,
-        original_revision=inspection.original_revision if options.mmap else None,
+        original_revision=inspection.original_revision if mmap else None,
     )
 
 
-class _Options:
-    """How payloads are decoded: the trust policy and torch's load options."""
+@dataclass
+class Decoder:
+    """How payloads are decoded: the trust policy, and torch's load options."""
 
-    def __init__(self, trust: Trust, pickle_module: Any, map_location: Any, mmap: bool) -> None:
-        self.trust, self.pickle_module, self.mmap = trust, pickle_module, mmap
-        self.load_args: dict[str, Any] = {"map_location": map_location}
+    trust: Trust
+    pickle_module: Any = pickle
+    map_location: Any = None
+    load_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def describes(self) -> bool:
+        """Whether a payload decoded through this decoder may be described from its value:
+        only under the bare allow-list (then decoding runs nothing peeking would not)."""
+        return not self.trust.trusted and not self.trust.allow_globals
+
+    def decode(self, payload: PayloadFile, mmap: bool = False) -> Any:
+        """A `torch.save` file in either format, or (0.4.0-0.4.4 stashes) a bare pickle.
+
+        Payloads read whole are decoded from memory; others from their file
+        (memory-mapped with `mmap`). Whatever fails is a `LoadError` naming the file.
+        """
+        trust, module = self.trust, self.pickle_module
+        args = {"map_location": self.map_location, **self.load_args}
+        if payload.format == "pickle":
+
+            def load() -> Any:
+                with payload.open() as file:
+                    return unpickle(file, trust, module, **args)
+
+            return _decoded(payload, load)
+        if payload.data is not None:
+            data = payload.data
+            return _decoded(payload, lambda: torch_load(io.BytesIO(data), trust, module, **args))
+        return _decoded(payload, lambda: torch_load(payload.path, trust, module, mmap=mmap, **args))
 
 
-def _read_pickle(summary: PayloadSummary, options: _Options) -> State:
+def _read_pickle(summary: PayloadSummary, decoder: Decoder, mmap: bool) -> State:
     """A pickle-only archive: flambe's pickle of the whole `State`, or our protocol 2 file."""
     payload = summary.file
-    value = decode_payload(payload, options)
+    value = _value(summary, decoder, mmap)
     if payload.format == "zip":
         return state_from_payload(value, payload.path)
     if not isinstance(value, Mapping) or not isinstance(getattr(value, "_metadata", None), dict):
@@ -107,21 +131,21 @@ def _read_pickle(summary: PayloadSummary, options: _Options) -> State:
     return state
 
 
-def _read_tree(nodes: list[NodeSummary], options: _Options) -> SaveTreeNode:
+def _read_tree(nodes: list[NodeSummary], decoder: Decoder, mmap: bool) -> SaveTreeNode:
     """The save tree of the described node folders (parents first)."""
     children: dict[str, dict[str, SaveTreeNode]] = {}
     for node in reversed(nodes):  # children before their parents
-        built = _read_node(node, children.pop(node.relative, {}), options)
+        built = _read_node(node, children.pop(node.relative, {}), decoder, mmap)
         parent, _, name = node.relative.rpartition("/")
         children.setdefault(parent if node.relative else "..", {})[name] = built
     return children[".."][""]
 
 
 def _read_node(
-    node: NodeSummary, children: dict[str, SaveTreeNode], options: _Options
+    node: NodeSummary, children: dict[str, SaveTreeNode], decoder: Decoder, mmap: bool
 ) -> SaveTreeNode:
     state, stash = (
-        _payload_value(node, name, summary, options)
+        _payload_value(node, name, summary, decoder, mmap)
         for name, summary in ((STATE_FILE_NAME, node.state), (STASH_FILE_NAME, node.stash))
     )
     if not isinstance(state, dict) or not isinstance(stash, dict):
@@ -140,13 +164,25 @@ def _read_node(
 
 
 def _payload_value(
-    node: NodeSummary, name: str, summary: PayloadSummary | None, options: _Options
+    node: NodeSummary, name: str, summary: PayloadSummary | None, decoder: Decoder, mmap: bool
 ) -> Any:
     if summary is None:
         raise LoadError(f"{node.folder.path / name}: missing or empty")
-    if summary.is_plain:
-        return summary.plain
-    return decode_payload(summary.file, options)
+    return _value(summary, decoder, mmap)
+
+
+def _value(summary: PayloadSummary, decoder: Decoder, mmap: bool) -> Any:
+    """A described payload's value: as describing decoded it, or decoded now."""
+    if summary.decode_error is not None:
+        raise summary.decode_error
+    if summary.is_decoded:
+        value = summary.decoded
+    elif summary.is_plain:
+        value = summary.plain
+    else:
+        value = decoder.decode(summary.file, mmap)
+    summary.forget()  # the tensors hold what they need: drop the bytes and values read
+    return value
 
 
 def _text(node: NodeSummary, name: str) -> str:
@@ -156,32 +192,7 @@ def _text(node: NodeSummary, name: str) -> str:
         raise LoadError(f"{node.folder.path / name}: cannot be read") from None
 
 
-def decode_payload(payload: PayloadFile, options: _Options) -> Any:
-    """A `torch.save` file in either format, or (0.4.0-0.4.4 stashes) a bare pickle.
-
-    Payloads read whole are decoded from memory; others from their file (memory-mapped
-    for protocol 2).
-    """
-    trust, pickle_module, load_args = options.trust, options.pickle_module, options.load_args
-    if payload.format == "pickle":
-
-        def load() -> Any:
-            with payload.open() as file:
-                return unpickle(file, trust, pickle_module, **load_args)
-
-        return decode(payload, load)
-    if payload.data is not None:
-        data = payload.data
-        return decode(
-            payload, lambda: torch_load(io.BytesIO(data), trust, pickle_module, **load_args)
-        )
-    mmap = options.mmap
-    return decode(
-        payload, lambda: torch_load(payload.path, trust, pickle_module, mmap=mmap, **load_args)
-    )
-
-
-def decode(payload: PayloadFile, load: Callable[[], T]) -> T:
+def _decoded(payload: PayloadFile, load: Callable[[], T]) -> T:
     """Run `load`, turning whatever a bad payload raises into a `LoadError` naming it."""
     try:
         return load()
