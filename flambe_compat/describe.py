@@ -265,7 +265,9 @@ def _describe_node(
     for name in (STATE_FILE_NAME, STASH_FILE_NAME):
         if folder.files.get(name, 0) > 0:
             relative = folder.join(name)
-            summary = describe_payload(payloads[relative], relative, problems, decode)
+            # stashes are mostly plain values, which peeking decodes cheaper than torch
+            given = decode if name == STATE_FILE_NAME else None
+            summary = describe_payload(payloads[relative], relative, problems, given)
             if name == STATE_FILE_NAME:
                 node.state = summary
             else:

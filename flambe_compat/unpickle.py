@@ -408,8 +408,21 @@ def _trusted_unpickler_class(pickle_module: Any) -> type[pickle.Unpickler]:
 def pickle_module_for(trust: Trust, pickle_module: Any = pickle, map_location: Any = None) -> Any:
     """A module-like object with `Unpickler` and `load`, to hand to `torch.load`.
 
-    `map_location` applies to the storages of nested torch files too.
+    `map_location` applies to the storages of nested torch files too. Built once per
+    policy and options (a load of many payloads would otherwise build a class for each).
     """
+    try:
+        return _cached_pickle_module(trust, pickle_module, map_location)
+    except TypeError:  # an unhashable map_location (a dict, say)
+        return _pickle_module(trust, pickle_module, map_location)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_pickle_module(trust: Trust, pickle_module: Any, map_location: Any) -> Any:
+    return _pickle_module(trust, pickle_module, map_location)
+
+
+def _pickle_module(trust: Trust, pickle_module: Any, map_location: Any) -> Any:
     unpickler = (
         _trusted_unpickler_class(pickle_module)
         if trust.trusted
