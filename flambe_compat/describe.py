@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import pickle
 import sys
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,7 @@ from .layout import (
     VERSION_FILE_NAME,
 )
 from .listing import Folder, walk
-from .payload import PayloadFile, PayloadFormat, read_payload_file
+from .payload import PayloadFile, PayloadFormat, pickle_record, read_payload_file
 from .peek import Opaque, PeekError, TensorInfo, peek
 from .problems import Problem
 
@@ -283,7 +285,7 @@ def describe_payload(
 ) -> PayloadSummary:
     """Format, keys, tensor shapes, metadata and refused globals of one payload file."""
     summary = PayloadSummary(payload)
-    if decode is not None and payload.format in ("zip", "legacy"):
+    if decode is not None and payload.format in ("zip", "legacy") and _pickle_intact(payload):
         try:
             summary.decoded = decode(payload)
             summary.is_decoded = True
@@ -311,6 +313,19 @@ def describe_payload(
     if not peeked.unsafe_globals and _is_plain(peeked.value):
         summary.plain, summary.is_plain = peeked.value, True
     return summary
+
+
+def _pickle_intact(payload: PayloadFile) -> bool:
+    """Whether a zip payload's pickle record passes its CRC (torch's reader checks none):
+    if not, peeking reports why."""
+    if payload.format != "zip":
+        return True
+    try:
+        with payload.open() as file, zipfile.ZipFile(file) as archive:
+            pickle_record(archive)
+    except (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError):
+        return False
+    return True
 
 
 def _summarise(summary: PayloadSummary, value: Any) -> None:

@@ -38,7 +38,6 @@ from .tree import (
     traverse,
 )
 from .unpickle import Trust
-from .write import write_protocol1, write_protocol2
 
 __all__ = [
     "LoadError",
@@ -83,6 +82,8 @@ def save_state_to_file(
     use the standard pickle. `protocol=1` writes what flambe 0.4.18 reads, pickling with
     `pickle_module` and `pickle_protocol` (default 2) as flambe did.
     """
+    from .write import write_protocol1, write_protocol2  # torch: imported by saves only
+
     if protocol == PROTOCOL_1:
         write_protocol1(
             state, os.fspath(path), compress, pickle_only, overwrite, pickle_module, pickle_protocol
