@@ -231,7 +231,7 @@ def describe(
     if payloads is None:
         payloads = payload_files(description.folders)
     description.nodes = [
-        _describe_node(folder, payloads, description.problems, payload_decode)
+        _describe_node(folder, payloads, description.problems, payload_decode, whole)
         for folder in description.folders
     ]
     return description
@@ -246,6 +246,7 @@ def _describe_node(
     payloads: Mapping[str, PayloadFile],
     problems: list[Problem],
     decode: Callable[[PayloadFile], Any] | None,
+    whole: bool,
 ) -> NodeSummary:
     problems.extend(
         Problem(folder.join(name), "links", "links and special files are refused")
@@ -269,7 +270,8 @@ def _describe_node(
             relative = folder.join(name)
             # stashes are mostly plain values, which peeking decodes cheaper than torch
             given = decode if name == STATE_FILE_NAME else None
-            summary = describe_payload(payloads[relative], relative, problems, given)
+            payload = payloads[relative].read_whole() if whole else payloads[relative]
+            summary = describe_payload(payload, relative, problems, given)
             if name == STATE_FILE_NAME:
                 node.state = summary
             else:

@@ -61,11 +61,10 @@ class Detection:
     reasons: tuple[str, ...] = ()
 
 
-def payload_files(folders: list[Folder], whole: bool = False) -> dict[str, PayloadFile]:
-    """Every payload of a walked save folder, sniffed once (small ones read whole, with
-    `whole`), by path relative to the save folder."""
+def payload_files(folders: list[Folder]) -> dict[str, PayloadFile]:
+    """Every payload of a walked save folder, sniffed, by path relative to the folder."""
     return {
-        folder.join(name): read_payload_file(folder.path / name, size, whole)
+        folder.join(name): read_payload_file(folder.path / name, size)
         for folder in folders
         for name, size in folder.files.items()
         if name.endswith(PAYLOAD_SUFFIXES)

@@ -19,6 +19,7 @@ nesting limit, the manifest's `unsafe_globals` and detection's `_metadata` test 
 from __future__ import annotations
 
 import _compat_pickle
+import dataclasses
 import io
 import pickle
 import pickletools
@@ -90,7 +91,8 @@ SMALL_PAYLOAD_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class PayloadFile:
-    """A payload file, sniffed once; read whole (`data`) when small and about to be decoded."""
+    """A payload file, sniffed; read whole (`data`) when small and about to be decoded, one
+    at a time (so that a load holds at most one payload's bytes beside the tensors)."""
 
     path: Path
     size: int
@@ -100,6 +102,16 @@ class PayloadFile:
     def open(self) -> IO[bytes]:
         """The payload's bytes from their start: from memory when read whole."""
         return io.BytesIO(self.data) if self.data is not None else self.path.open("rb")
+
+    def read_whole(self) -> PayloadFile:
+        """This payload read whole, if it is small (else as it is)."""
+        if self.data is not None or self.size > SMALL_PAYLOAD_BYTES:
+            return self
+        try:
+            data = self.path.read_bytes()
+        except OSError:
+            return self  # whoever decodes it reports why
+        return dataclasses.replace(self, size=len(data), data=data)
 
 
 def read_payload_file(path: Path, size: int, whole: bool = False) -> PayloadFile:

@@ -84,9 +84,7 @@ def inspect(
     if archive.is_folder:
         folders = walk(archive.payload)
         protocol = folder_protocol(archive.payload)
-        # protocol 2 payloads are memory-mapped when decoded: never read whole
-        whole = for_decoding and protocol != str(PROTOCOL_2)
-        payloads = payload_files(folders, whole)
+        payloads = payload_files(folders)
     detection = detect(archive, folders, payloads, protocol)
     report = Report(
         os.fspath(archive.source),
@@ -98,7 +96,9 @@ def inspect(
     if detection.revision is None:
         report.problems += [Problem("", "revision", reason) for reason in detection.reasons]
         return Inspection(archive, detection, report)
-    description = describe(archive, detection, folders, payloads, for_decoding, decode)
+    # protocol 2 payloads are memory-mapped when decoded: never read whole
+    whole = for_decoding and detection.protocol != PROTOCOL_2
+    description = describe(archive, detection, folders, payloads, whole, decode)
     validation = validate_description(description, strict=strict, trust=trust, verify=verify)
     report.document = description.as_json()
     report.problems += validation.problems
