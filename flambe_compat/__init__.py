@@ -8,14 +8,38 @@ torch.Size([8, 4])
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .class_migrations import ClassMigrations, register_class_migration
 from .errors import LoadError
-from .serialization import SaveTreeNode, load_state_from_file, save, save_state_to_file
+from .pipeline import validate
+from .report import Report
 from .state import State
 from .upgrade import UpgradeResult, upgrade
-from .validate import Report, validate
+
+if TYPE_CHECKING:
+    from .serialization import SaveTreeNode, load_state_from_file, save, save_state_to_file
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "SaveTreeNode": "serialization",
+    "load_state_from_file": "serialization",
+    "save": "serialization",
+    "save_state_to_file": "serialization",
+}
+"""Names imported on first use: `serialization` imports dill (flambe's default pickle
+module) and its saves torch, and `flambe-compat validate` needs neither."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ClassMigrations",

@@ -7,8 +7,8 @@ revision records beside the State; writers turn it back into files of that revis
 
 >>> from flambe_compat.tree import node_metadata
 >>> s = State({"count": 1}); s._metadata = {"_flambe_directories": {""}, "": node_metadata("C")}
->>> Archive(s, revision="1.2", layout="folder").prefixes
-['']
+>>> Archive(s, revision="1.2", layout="folder").revision
+'1.2'
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .detect import Revision
-from .layout import FLAMBE_DIRECTORIES_KEY
+from .revisions import Revision
 from .state import State
 
 
@@ -32,8 +31,3 @@ class Archive:
     """The root `requirements.txt` (revision 1.4 on), verbatim."""
     original_revision: Revision | None = None
     """The revision the archive had before the migration chain first touched it."""
-
-    @property
-    def prefixes(self) -> list[str]:
-        """The Component prefixes, sorted."""
-        return sorted(self.state._metadata.get(FLAMBE_DIRECTORIES_KEY, {""}))

@@ -19,20 +19,34 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .class_migrations import class_migrations, import_plugins
+from .container import opened
+from .describe import Description, PayloadSummary
 from .errors import LoadError
-from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
-from .migrate import LATEST, Migration
+from .layout import (
+    COMPRESSED_SUFFIX,
+    FLAMBE_CLASS_KEY,
+    MANIFEST_FILE_NAME,
+    PICKLE_SUFFIX,
+    PROTOCOL_VERSION_FILE_NAME,
+    VERSION_KEY,
+)
 from .peek import TensorInfo
+from .pipeline import inspect, validate
+from .problems import Problem
+from .report import Report
+from .revisions import LATEST
 from .tree import component_folders
-from .upgrade import UpgradeResult, upgrade
-from .validate import Report, validate
+from .validate import after_source
+
+if TYPE_CHECKING:
+    from .migrate import Migration
+    from .upgrade import UpgradeResult
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-ARCHIVE_SUFFIXES = (".tar.gz", ".pkl")
+ARCHIVE_SUFFIXES = (COMPRESSED_SUFFIX, PICKLE_SUFFIX)
 BACKUP_NAME = re.compile(r"\.bak(\.\d+)?$")
 """What in-place upgrades name the originals: a folder search for `upgrade` skips them."""
 
@@ -56,24 +70,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    check = commands.add_parser(
+    validating = commands.add_parser(
         "validate",
         help="check archives (folders are searched); exit 1 if any is invalid",
         description="Check archives against the schema of their revision; no code from an "
         "archive is run. Folders that are not archives are searched for archives.",
     )
-    check.add_argument("paths", nargs="+", metavar="PATH")
-    check.add_argument("--json", action="store_true", help="print a machine-readable report")
-    check.add_argument("--strict", action="store_true", help="also flag what flambe tolerated")
-    check.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="validate N at once")
-    check.add_argument(
+    validating.add_argument("paths", nargs="+", metavar="PATH")
+    validating.add_argument("--json", action="store_true", help="print a machine-readable report")
+    validating.add_argument("--strict", action="store_true", help="also flag what flambe tolerated")
+    validating.add_argument(
+        "-j", "--jobs", type=int, default=1, metavar="N", help="validate N at once"
+    )
+    validating.add_argument(
         "--allow-global",
         action="append",
         default=[],
         metavar="MODULE.NAME",
         help="accept payloads naming this global (repeatable)",
     )
-    check.set_defaults(run=_validate)
+    validating.set_defaults(run=_validate)
 
     show = commands.add_parser(
         "inspect",
@@ -122,12 +138,12 @@ def _validate(args: argparse.Namespace) -> int:
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             usage_error = True
-    check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
+    validate_one = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
     if args.jobs > 1 and len(archives) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            reports = list(pool.map(check, archives))
+            reports = list(pool.map(validate_one, archives))
     else:
-        reports = [check(archive) for archive in archives]
+        reports = [validate_one(archive) for archive in archives]
     invalid = sum(not report.valid for report in reports)
     if args.json:
         document = {
@@ -149,6 +165,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
+    from .class_migrations import class_migrations, import_plugins
+    from .upgrade import upgrade  # imports torch: only the upgrade command needs it
+
     source_root = Path(args.source)
     try:
         import_plugins(args.plugins)
@@ -267,88 +286,80 @@ def _search(folder: Path) -> Iterator[Path]:
 
 def _inspect(args: argparse.Namespace) -> int:
     path = Path(args.path)
-    report = validate(path)
-    if report.document is None:
+    try:
+        with opened(path) as archive:
+            inspection = inspect(archive)
+    except LoadError as error:
+        report = Report(str(path), problems=[Problem("", "container", after_source(error))])
         print(report.render(), file=sys.stderr)
         return EXIT_USAGE if not path.exists() else EXIT_INVALID
+    report, description = inspection.report, inspection.description
+    if description is None:
+        print(report.render(), file=sys.stderr)
+        return EXIT_INVALID
     if args.json:
-        print(json.dumps(report.document, indent=1))
+        print(json.dumps(description.as_json(), indent=1))
     else:
-        print(render_tree(report))
+        print(render_tree(report, description))
         if not report.valid:
             print(report.render(), file=sys.stderr)
     return EXIT_VALID if report.valid else EXIT_INVALID
 
 
-def render_tree(report: Report) -> str:
+def render_tree(report: Report, description: Description) -> str:
     """The node tree of a described archive, one line per node and per state key."""
-    document = report.document or {}
     lines = [
         f"{report.source}: protocol {report.protocol} revision {report.revision} "
-        f"({report.layout} in {report.container})"
+        f"({report.packing()})"
     ]
     total = 0
-    for prefix, heading, payload in _nodes(document, report.nodes):
+    for prefix, heading, keys in _nodes(description, report.nodes):
         depth = prefix.count(".") + 1 if prefix else 0
         indent = "  " * depth
         lines.append(f"{indent}{prefix or '.'}  {heading}")
-        for key in payload.get("keys") or []:
-            tensor = (payload.get("tensors") or {}).get(key)
-            if tensor:
-                total += _nbytes(tensor)
-                kind = f"{tensor['dtype']} {tensor['shape']}  {_size(_nbytes(tensor))}"
-            else:
-                kind = (payload.get("value_types") or {}).get(key, "?")
+        for key, kind in keys:
+            if isinstance(kind, TensorInfo):
+                total += kind.nbytes
+                kind = f"{kind.dtype} {list(kind.shape)}  {_size(kind.nbytes)}"
             lines.append(f"{indent}    {key}  {kind}")
     lines.append(f"tensor data: {_size(total)}")
     return "\n".join(lines)
 
 
-def _nodes(document: dict[str, Any], prefixes: list[str]) -> Iterator[tuple[str, str, Any]]:
-    if document.get("layout") == "folder":
-        for node, prefix in zip(document["nodes"], _prefix_order(document, prefixes), strict=True):
-            yield prefix, _heading(node.get("version_file")), node.get("state") or {}
-        return
-    state = document.get("state") or {}
-    metadata = state.get("metadata") or {}
-    owners = _owners(state.get("keys") or [], prefixes)
-    for prefix in prefixes:
-        node = metadata.get(prefix) or {}
-        heading = f"{node.get('_flambe_class', '?')} {node.get('_flambe_version', '?')}"
-        dotted = prefix + "." if prefix else ""
-        keys = [key for key in state.get("keys") or [] if owners[key] == prefix]
-        tensors = state.get("tensors") or {}
-        types = state.get("value_types") or {}
-        yield (
-            prefix,
-            heading,
-            {
-                "keys": [key.removeprefix(dotted) for key in keys],
-                "tensors": {k.removeprefix(dotted): tensors[k] for k in keys if k in tensors},
-                "value_types": {k.removeprefix(dotted): types[k] for k in keys if k in types},
-            },
-        )
+_Keys = list[tuple[str, "TensorInfo | str"]]
 
 
-def _prefix_order(document: dict[str, Any], prefixes: list[str]) -> list[str]:
-    by_folder = {"/".join(component_folders(p, prefixes)): p for p in prefixes}
+def _keys(payload: PayloadSummary | None, prefix: str = "", owned: set[str] | None = None) -> _Keys:
+    """A payload's keys (those in `owned`, less `prefix`) with their tensor or type name."""
+    if payload is None:
+        return []
     return [
-        by_folder.get(node["folder"], node["folder"].replace("/", "."))
-        for node in document["nodes"]
+        (key.removeprefix(prefix), payload.tensors.get(key) or payload.value_types.get(key, "?"))
+        for key in payload.keys or []
+        if owned is None or key in owned
     ]
 
 
-def _owners(keys: list[str], prefixes: list[str]) -> dict[str, str]:
+def _nodes(description: Description, prefixes: list[str]) -> Iterator[tuple[str, str, _Keys]]:
+    if description.pickle is None:
+        by_folder = {"/".join(component_folders(p, prefixes)): p for p in prefixes}
+        for node in description.nodes:
+            prefix = by_folder.get(node.relative, node.relative.replace("/", "."))
+            heading = (node.version_file or "?").strip().replace(":", " ")
+            yield prefix, heading, _keys(node.state)
+        return
+    payload = description.pickle
+    metadata = payload.metadata if isinstance(payload.metadata, dict) else {}
     ordered = sorted(prefixes, key=len, reverse=True)
-    return {key: next((p for p in ordered if p and key.startswith(p + ".")), "") for key in keys}
-
-
-def _heading(version_file: str | None) -> str:
-    return (version_file or "?").strip().replace(":", " ")
-
-
-def _nbytes(tensor: dict[str, Any]) -> int:
-    return TensorInfo(tensor["dtype"], tuple(tensor["shape"])).nbytes
+    owners = {
+        key: next((p for p in ordered if p and key.startswith(p + ".")), "")
+        for key in payload.keys or []
+    }
+    for prefix in prefixes:
+        entry = metadata.get(prefix) or {}
+        heading = f"{entry.get(FLAMBE_CLASS_KEY, '?')} {entry.get(VERSION_KEY, '?')}"
+        owned = {key for key, owner in owners.items() if owner == prefix}
+        yield prefix, heading, _keys(payload, prefix + "." if prefix else "", owned)
 
 
 def _size(nbytes: int) -> str:

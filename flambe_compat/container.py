@@ -8,7 +8,7 @@ cap on the unpacked size against gzip bombs.
 
 >>> from pathlib import Path
 >>> container_kind(Path("fixtures/flambe-corpus/0.4.18-zip/counter-dir"))
-'directory'
+'folder'
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Literal
 
 from .errors import LoadError
 
-ContainerKind = Literal["directory", "pickle", "tar.gz"]
+ContainerKind = Literal["folder", "pickle", "tar.gz"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_UNPACKED_ENV = "FLAMBE_COMPAT_MAX_UNPACKED_BYTES"
@@ -61,7 +61,7 @@ class Opened:
     """Tarballs only: the name of the root member (the whole save path before 0.4.9)."""
 
     @property
-    def is_directory(self) -> bool:
+    def is_folder(self) -> bool:
         return self.payload.is_dir()
 
 
@@ -70,11 +70,11 @@ def container_kind(path: Path) -> ContainerKind:
     if path.is_symlink() and not path.exists():
         raise LoadError(f"{path}: a broken symbolic link")
     if path.is_dir():
-        return "directory"
+        return "folder"
     if not path.exists():
         raise LoadError(f"{path}: no such file or directory")
     if not path.is_file():
-        raise LoadError(f"{path}: not a regular file or directory")
+        raise LoadError(f"{path}: not a regular file or folder")
     with path.open("rb") as file:
         head = file.read(2)
     if not head:

@@ -17,11 +17,9 @@ FLAMBE_STASH_KEY = "_flambe_stash"
 KEEP_VARS_KEY = "keep_vars"
 VERSION_KEY = "_flambe_version"
 
-NODE_KEYS = (VERSION_KEY, FLAMBE_CLASS_KEY, FLAMBE_SOURCE_KEY, FLAMBE_CONFIG_KEY)
-"""The per-node metadata every Component carries (plus an optional stash)."""
-
 DEFAULT_PROTOCOL = 2  # pickle protocol flambe used
 PROTOCOL_1 = 1
+PROTOCOL_2 = 2  # flambe_compat's
 
 STATE_FILE_NAME = "state.pt"
 VERSION_FILE_NAME = "version.txt"

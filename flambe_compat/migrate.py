@@ -5,7 +5,7 @@ function `migrate(archive) -> archive`; its docstring says what changed in flamb
 why. `plan(source, target)` finds the shortest path of steps, refusing unknown revisions
 and revisions newer than we know with a clear error; `run` applies a plan, records the
 original revision once, and checks the archive against the target revision's schema
-after every step (via the `check` callback), so a broken step stops the chain.
+after every step (via the `step_problems` callback), so a broken step stops the chain.
 
 >>> [f"{m.source}->{m.target}" for m in plan("1.2", "2.0")]
 ['1.2->1.3', '1.3->1.4', '1.4->2.0']
@@ -26,14 +26,12 @@ from pathlib import Path
 from types import ModuleType
 
 from .archive import Archive
-from .detect import REVISIONS, Revision
 from .errors import LoadError
 from .problems import Problem
 from .resources import resource_path
-
-LATEST: Revision = REVISIONS[-1]
-FLAMBE_READABLE: Revision = "1.4"
-"""The newest revision flambe 0.4.18 reads."""
+from .revisions import DOWNGRADES, REVISIONS, TABLE, Revision, info, newer_than_known
+from .revisions import FLAMBE_READABLE as FLAMBE_READABLE
+from .revisions import LATEST as LATEST
 
 
 class MigrationError(LoadError):
@@ -57,15 +55,14 @@ class Migration:
 
 @functools.cache
 def migrations() -> tuple[Migration, ...]:
-    """Every step shipped in `migrations/`, ordered by source then target revision."""
-    folder = resource_path("migrations", "__init__.py").parent
+    """Every step the revision table names (shipped in `migrations/`), ordered by source
+    then target revision."""
+    names = [row.upgrade for row in TABLE if row.upgrade is not None] + list(DOWNGRADES)
     steps = []
-    for path in sorted(folder.glob("m*.py")):
-        module = _import(path)
+    for name in names:
+        module = _import(resource_path("migrations", f"{name}.py"))
         steps.append(Migration(module.SOURCE, module.TARGET, module.migrate, module.__name__))
-    return tuple(
-        sorted(steps, key=lambda m: (REVISIONS.index(m.source), REVISIONS.index(m.target)))
-    )
+    return tuple(sorted(steps, key=lambda m: (info(m.source).version, info(m.target).version)))
 
 
 def _import(path: Path) -> ModuleType:
@@ -85,7 +82,7 @@ def plan(source: str, target: str) -> list[Migration]:
     """The shortest list of steps from `source` to `target` (empty when they are equal)."""
     for revision, role in ((source, "archive"), (target, "target")):
         if revision not in REVISIONS:
-            newer = _is_newer(revision)
+            newer = newer_than_known(revision)
             raise MigrationError(
                 f"{role} revision {revision!r} is "
                 + (
@@ -107,20 +104,13 @@ def plan(source: str, target: str) -> list[Migration]:
     raise MigrationError(f"no migration path from revision {source} to {target}")
 
 
-def _is_newer(revision: str) -> bool:
-    try:
-        return tuple(map(int, revision.split("."))) > tuple(map(int, LATEST.split(".")))
-    except ValueError:
-        return False
-
-
-Check = Callable[[Archive], Sequence[Problem]]
+StepProblems = Callable[[Archive], Sequence[Problem]]
 
 
 def run(
     archive: Archive,
     target: str = LATEST,
-    check: Check | None = None,
+    step_problems: StepProblems | None = None,
     on_step: Callable[[Migration], None] | None = None,
 ) -> Archive:
     """Apply the steps from `archive.revision` to `target`, checking after each one."""
@@ -141,7 +131,7 @@ def run(
                 f"{step.module} left revision {archive.revision}, not {step.target}"
             )
         try:
-            problems = check(archive) if check is not None else ()
+            problems = step_problems(archive) if step_problems is not None else ()
         except OSError:
             raise
         except Exception as error:  # the writer cannot even encode what the step produced

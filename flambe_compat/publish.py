@@ -13,9 +13,15 @@ system, so the final step is a rename), then call `publish`:
   cases take two renames (the old archive moves aside, the new one moves in).
 
 So a killed save leaves the target as it was, and two concurrent saves leave one
-complete archive, never a mix. Scratch folders of processes that died are swept away
-by the next save to the same folder, and an old archive left aside by an interrupted
-two-rename replacement is put back if nothing took its place. Renames are atomic
+complete archive, never a mix. An in-place upgrade publishes with
+`exchange_keeping_backup`: one exchange puts the new archive at the target, and the old
+one moves on to a free backup name (`NAME.bak`, `NAME.bak.1`, ...); if the process dies
+between the two, the next sweep recognises the old archive in its scratch folder (by the
+inode recorded before the exchange) and moves it to the backup name.
+
+Scratch folders of processes that died are swept away by the next save to the same
+folder, and an old archive left aside by an interrupted two-rename replacement is put
+back if nothing took its place. Renames are atomic
 against crashes of the process, not power loss: nothing is fsynced (as `torch.save`).
 
 >>> import tempfile, pathlib
@@ -32,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import re
 import shutil
@@ -52,6 +59,8 @@ _UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 _RACES = {errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
 """What a rename raises when another process changed the target meanwhile."""
 _ATTEMPTS = 20
+_EXCHANGE_RECORD = ".flambe-compat-exchange.json"
+"""In a scratch folder: what `exchange_keeping_backup` is exchanging, for the sweep."""
 
 
 def check_target(target: Path, overwrite: bool) -> None:
@@ -156,6 +165,45 @@ def _restore(retired: Path, target: Path) -> None:
         _remove(retired)
 
 
+def free_backup_name(target: Path) -> Path:
+    """`NAME.bak`, or `NAME.bak.1`, `.2`... : the first that does not exist yet."""
+    candidate = target.with_name(target.name + ".bak")
+    number = 0
+    while os.path.lexists(candidate):
+        number += 1
+        candidate = target.with_name(f"{target.name}.bak.{number}")
+    return candidate
+
+
+def exchange_keeping_backup(built: Path, target: Path) -> Path:
+    """Put `built` (in a scratch folder of `staging(target)`) at the existing `target` in
+    one atomic exchange, and keep the old archive as a backup; returns the backup's path.
+
+    Before the exchange, the scratch folder records the old archive's inode: a sweep
+    after a crash moves the old archive to a backup name instead of deleting it.
+    """
+    record = built.parent / _EXCHANGE_RECORD
+    record.write_text(json.dumps({"name": built.name, "inode": target.lstat().st_ino}))
+    if _renameat2(built, target, _RENAME_EXCHANGE):
+        return _keep_backup(built, target)
+    backup = _keep_backup(target, target)  # no exchange here: two renames
+    _rename_noreplace(built, target)
+    return backup
+
+
+def _keep_backup(old: Path, target: Path) -> Path:
+    """Move the old archive `old` to the first free backup name of `target`."""
+    for _ in range(_ATTEMPTS):
+        backup = free_backup_name(target)
+        try:
+            _rename_noreplace(old, backup)
+            return backup
+        except OSError as error:
+            if error.errno not in _RACES:
+                raise
+    raise OSError(errno.EAGAIN, f"no free backup name for {target}")
+
+
 def _renameat2_function() -> Callable[..., int] | None:
     if sys.platform != "linux":
         return None
@@ -205,8 +253,19 @@ def sweep_stale(folder: Path) -> None:
             continue
         if match["kind"] == "old":
             _restore(entry, folder / match["target"])
-        else:
-            _remove(entry)
+            continue
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            _keep_exchanged(entry, folder / match["target"])
+        _remove(entry)
+
+
+def _keep_exchanged(scratch: Path, target: Path) -> None:
+    """A dead `exchange_keeping_backup` may have left the old archive in its scratch
+    folder: if so (the inode it recorded), it becomes the backup."""
+    record = json.loads((scratch / _EXCHANGE_RECORD).read_text())
+    old = scratch / record["name"]
+    if old.lstat().st_ino == record["inode"]:
+        _keep_backup(old, target)
 
 
 def _remove(path: Path) -> None:

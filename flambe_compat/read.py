@@ -1,98 +1,129 @@
-"""Decoding a validated protocol 1 archive into a save tree, then a `State`.
+"""Decoding a validated archive into a save tree, then an `Archive` (whose `State` the API
+hands out).
 
-Validation (`flambe_compat.validate.check`) has already judged the archive's structure;
-this module only decodes. Every payload goes through `unpickle` (the allow-list unless
-the caller trusts the archive); a payload that still fails becomes a `LoadError` naming
-the file.
+Validation has already judged the archive's structure and read its files: this module
+decodes what the description holds (texts, payloads read whole) and reads the rest of
+the payloads once. Payloads that peeking decoded completely (no tensor) are not decoded
+again; under the bare allow-list a load describes its payloads by decoding them
+(`Decoder.describes`), and those values are used as they are. Every payload goes
+through `unpickle` (the allow-list unless the caller trusts the archive); a payload that
+still fails becomes a `LoadError` naming the file.
 
->>> from flambe_compat.container import opened
+>>> from flambe_compat.pipeline import inspected
 >>> from flambe_compat.unpickle import Trust
->>> with opened("fixtures/flambe-corpus/0.4.18-zip/counter-dir") as archive:
-...     state = read_state(archive, Trust())
->>> dict(state)
-{'label': 'steps', 'count': 5}
+>>> with inspected("fixtures/flambe-corpus/0.4.18-zip/counter-dir") as inspection:
+...     archive = read_archive(inspection, Decoder(Trust()))
+>>> dict(archive.state), archive.revision
+({'label': 'steps', 'count': 5}, '1.4')
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .archive import Archive
-from .container import Opened
-from .detect import archive_folders, file_payload_format
+from .describe import NodeSummary, PayloadSummary
 from .errors import LoadError
+from .integrity import state_from_payload
 from .layout import (
     CONFIG_FILE_NAME,
     FLAMBE_DIRECTORIES_KEY,
+    PROTOCOL_2,
     REQUIREMENTS_FILE_NAME,
     SOURCE_FILE_NAME,
     STASH_FILE_NAME,
     STATE_FILE_NAME,
-    VERSION_FILE_NAME,
 )
-from .manifest import PROTOCOL_2, state_from_payload
+from .payload import PayloadFile
 from .state import State
 from .tree import SaveTreeNode, tree_to_state
 from .unpickle import Trust, UnsafeGlobalError, torch_load, unpickle
-from .validate import Report
+
+if TYPE_CHECKING:
+    from .pipeline import Inspection
 
 T = TypeVar("T")
 
 
-def read_archive(
-    archive: Opened, report: Report, trust: Trust, pickle_module: Any = pickle, **load_args: Any
-) -> Archive:
-    """The decoded `Archive` of an opened archive that `check` found valid (`report`).
+def read_archive(inspection: Inspection, decoder: Decoder) -> Archive:
+    """The decoded `Archive` of an archive that validation found valid.
 
-    Protocol 2 payloads are memory-mapped (`torch.load(mmap=True)`): tensor bytes are
-    read when used, not up front.
+    Protocol 2 payloads read from disk are memory-mapped (`torch.load(mmap=True)`):
+    tensor bytes are read when used, not up front.
     """
-    if report.revision is None or report.layout is None:
-        raise LoadError(f"{archive.source}: no revision was detected")
-    original = None
-    if report.protocol == PROTOCOL_2:
-        load_args = {**load_args, "mmap": True}
-        original = _original_revision(report)
-    requirements = archive.payload / REQUIREMENTS_FILE_NAME
+    description, detection = inspection.description, inspection.detection
+    if description is None or detection.revision is None:
+        raise LoadError(f"{inspection.opened.source}: no revision was detected")
+    mmap = detection.protocol == PROTOCOL_2
+    requirements = None
+    if description.pickle is not None:
+        state = _read_pickle(description.pickle, decoder, mmap)
+    else:
+        tree = _read_tree(description.nodes, decoder, mmap)
+        recorded = getattr(tree.state, "_metadata", {}).get(FLAMBE_DIRECTORIES_KEY)
+        directories = set(recorded) if isinstance(recorded, (set, frozenset, list)) else None
+        state = tree_to_state(tree, directories)
+        root = description.nodes[0]
+        requirements = root.texts.get(REQUIREMENTS_FILE_NAME)
+        if requirements is None and REQUIREMENTS_FILE_NAME in root.folder.files:
+            requirements = _read_text(root.folder.path / REQUIREMENTS_FILE_NAME)
     return Archive(
-        state=read_state(archive, trust, pickle_module, report.plain, **load_args),
-        revision=report.revision,
-        layout=report.layout,
-        requirements=_read_text(requirements) if requirements.is_file() else None,
-        original_revision=original,
+        state=state,
+        revision=detection.revision,
+        layout=detection.layout,
+        requirements=requirements,
+        original_revision=inspection.original_revision if mmap else None,
     )
 
 
-def _original_revision(report: Report) -> Any:
-    document = report.document or {}
-    header = document.get("manifest") or (document.get("state") or {}).get("header") or {}
-    return header.get("original_revision")
+@dataclass
+class Decoder:
+    """How payloads are decoded: the trust policy, and torch's load options."""
+
+    trust: Trust
+    pickle_module: Any = pickle
+    map_location: Any = None
+    load_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def describes(self) -> bool:
+        """Whether a payload decoded through this decoder may be described from its value:
+        only under the bare allow-list (then decoding runs nothing peeking would not)."""
+        return not self.trust.trusted and not self.trust.allow_globals
+
+    def decode(self, payload: PayloadFile, mmap: bool = False) -> Any:
+        """A `torch.save` file in either format, or (0.4.0-0.4.4 stashes) a bare pickle.
+
+        Payloads read whole are decoded from memory; others from their file
+        (memory-mapped with `mmap`). Whatever fails is a `LoadError` naming the file.
+        """
+        trust, module = self.trust, self.pickle_module
+        args = {"map_location": self.map_location, **self.load_args}
+        if payload.format == "pickle":
+
+            def load() -> Any:
+                with payload.open() as file:
+                    return unpickle(file, trust, module, **args)
+
+            return _decoded(payload, load)
+        if payload.data is not None:
+            data = payload.data
+            return _decoded(payload, lambda: torch_load(io.BytesIO(data), trust, module, **args))
+        return _decoded(payload, lambda: torch_load(payload.path, trust, module, mmap=mmap, **args))
 
 
-def read_state(
-    archive: Opened,
-    trust: Trust,
-    pickle_module: Any = pickle,
-    plain: Mapping[Path, Any] | None = None,
-    **load_args: Any,
-) -> State:
-    """The `State` held by an opened, validated archive (folder or pickle)."""
-    if archive.is_directory:
-        tree, directories = read_tree(archive.payload, trust, pickle_module, plain, **load_args)
-        return tree_to_state(tree, directories)
-    return read_pickle(archive.payload, trust, pickle_module, **load_args)
-
-
-def read_pickle(path: Path, trust: Trust, pickle_module: Any = pickle, **load_args: Any) -> State:
+def _read_pickle(summary: PayloadSummary, decoder: Decoder, mmap: bool) -> State:
     """A pickle-only archive: flambe's pickle of the whole `State`, or our protocol 2 file."""
-    value = read_payload(path, trust, pickle_module, load_args)
-    if file_payload_format(path) == "zip":
-        return state_from_payload(value, path)
+    payload = summary.file
+    value = _value(summary, decoder, mmap)
+    if payload.format == "zip":
+        return state_from_payload(value, payload.path)
     if not isinstance(value, Mapping) or not isinstance(getattr(value, "_metadata", None), dict):
-        raise LoadError(f"{path}: the pickle does not hold a flambe State")
+        raise LoadError(f"{payload.path}: the pickle does not hold a flambe State")
     if isinstance(value, State):
         return value
     state = State(value)
@@ -100,81 +131,85 @@ def read_pickle(path: Path, trust: Trust, pickle_module: Any = pickle, **load_ar
     return state
 
 
-def read_tree(
-    root: Path,
-    trust: Trust,
-    pickle_module: Any = pickle,
-    plain: Mapping[Path, Any] | None = None,
-    **load_args: Any,
-) -> tuple[SaveTreeNode, set[str] | None]:
-    """The save tree of a save folder, and the `_flambe_directories` its root records.
-
-    `plain` holds payloads validation already decoded completely (see `describe`).
-    """
-    children: dict[Path, dict[str, SaveTreeNode]] = {}
-    for folder in reversed(archive_folders(root)):  # children before their parents
-        node = _read_node(
-            folder, children.pop(folder, {}), trust, pickle_module, plain or {}, load_args
-        )
-        children.setdefault(folder.parent, {})[folder.name] = node
-    tree = children[root.parent][root.name]
-    recorded = getattr(tree.state, "_metadata", {}).get(FLAMBE_DIRECTORIES_KEY)
-    return tree, set(recorded) if isinstance(recorded, (set, frozenset, list)) else None
+def _read_tree(nodes: list[NodeSummary], decoder: Decoder, mmap: bool) -> SaveTreeNode:
+    """The save tree of the described node folders (parents first)."""
+    children: dict[str, dict[str, SaveTreeNode]] = {}
+    for node in reversed(nodes):  # children before their parents
+        built = _read_node(node, children.pop(node.relative, {}), decoder, mmap)
+        parent, _, name = node.relative.rpartition("/")
+        children.setdefault(parent if node.relative else "..", {})[name] = built
+    return children[".."][""]
 
 
 def _read_node(
-    folder: Path,
-    children: dict[str, SaveTreeNode],
-    trust: Trust,
-    pickle_module: Any,
-    plain: Mapping[Path, Any],
-    load_args: dict[str, Any],
+    node: NodeSummary, children: dict[str, SaveTreeNode], decoder: Decoder, mmap: bool
 ) -> SaveTreeNode:
     state, stash = (
-        plain[path] if path in plain else read_payload(path, trust, pickle_module, load_args)
-        for path in (folder / STATE_FILE_NAME, folder / STASH_FILE_NAME)
+        _payload_value(node, name, summary, decoder, mmap)
+        for name, summary in ((STATE_FILE_NAME, node.state), (STASH_FILE_NAME, node.stash))
     )
     if not isinstance(state, dict) or not isinstance(stash, dict):
-        raise LoadError(f"{folder}: state.pt and stash.pkl must each hold a dict")
-    class_name, version = _read_text(folder / VERSION_FILE_NAME).split(":")
+        raise LoadError(f"{node.folder.path}: state.pt and stash.pkl must each hold a dict")
+    version_file = node.version_file or ""
+    class_name, _, version = version_file.partition(":")
     return SaveTreeNode(
         state=state,
         version=version,
         class_name=class_name,
-        source_code=_read_text(folder / SOURCE_FILE_NAME),
-        config=_read_text(folder / CONFIG_FILE_NAME),
+        source_code=_text(node, SOURCE_FILE_NAME),
+        config=_text(node, CONFIG_FILE_NAME),
         object_stash=stash,
         children=dict(sorted(children.items())),
     )
 
 
-def read_payload(path: Path, trust: Trust, pickle_module: Any, load_args: dict[str, Any]) -> Any:
-    """A `torch.save` file in either format, or (0.4.0-0.4.4 stashes) a bare pickle."""
-    if file_payload_format(path) == "pickle":
-
-        def load() -> Any:
-            with path.open("rb") as file:
-                return unpickle(file, trust, pickle_module, **load_args)
-
-        return decode_payload(path, load)
-    return decode_payload(path, lambda: torch_load(path, trust, pickle_module, **load_args))
+def _payload_value(
+    node: NodeSummary, name: str, summary: PayloadSummary | None, decoder: Decoder, mmap: bool
+) -> Any:
+    if summary is None:
+        raise LoadError(f"{node.folder.path / name}: missing or empty")
+    return _value(summary, decoder, mmap)
 
 
-def decode_payload(path: Path, load: Callable[[], T]) -> T:
-    """Run `load`, turning whatever a bad payload raises into a `LoadError` naming `path`."""
+def _value(summary: PayloadSummary, decoder: Decoder, mmap: bool) -> Any:
+    """A described payload's value: as describing decoded it, or decoded now."""
+    if summary.decode_error is not None:
+        raise summary.decode_error
+    if summary.is_decoded:
+        value = summary.decoded
+    elif summary.is_plain:
+        value = summary.plain
+    else:
+        value = decoder.decode(summary.file, mmap)
+    summary.forget()  # the tensors hold what they need: drop the bytes and values read
+    return value
+
+
+def _text(node: NodeSummary, name: str) -> str:
+    try:
+        return node.texts[name]
+    except KeyError:
+        raise LoadError(f"{node.folder.path / name}: cannot be read") from None
+
+
+def _decoded(payload: PayloadFile, load: Callable[[], T]) -> T:
+    """Run `load`, turning whatever a bad payload raises into a `LoadError` naming it."""
     try:
         return load()
     except LoadError:
         raise
     except UnsafeGlobalError as error:
-        raise LoadError(f"{path}: {error}") from None
+        raise LoadError(f"{payload.path}: {error}") from None
     except (Exception, RecursionError, MemoryError) as error:
         message = " ".join(str(error).split())[:300]
-        raise LoadError(f"{path}: cannot be decoded ({type(error).__name__}: {message})") from None
+        raise LoadError(
+            f"{payload.path}: cannot be decoded ({type(error).__name__}: {message})"
+        ) from None
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Any) -> str:
     try:
-        return path.read_bytes().decode("utf-8")
+        text: str = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeError) as error:
         raise LoadError(f"{path}: cannot be read ({error})") from None
+    return text

@@ -17,15 +17,25 @@ from __future__ import annotations
 import functools
 import json
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
 
+from .layout import (
+    CONFIG_FILE_NAME,
+    PROTOCOL_VERSION_FILE_NAME,
+    STASH_FILE_NAME,
+    STATE_FILE_NAME,
+    VERSION_FILE_NAME,
+)
 from .problems import Problem
 from .resources import resource_path
+from .revisions import info, pickle_schema
+
+if TYPE_CHECKING:  # jsonschema explains invalid documents only: imported then
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+    from referencing import Registry
 
 
 @functools.cache
@@ -41,6 +51,8 @@ def _schemas() -> dict[str, dict[str, Any]]:
 
 @functools.cache
 def _registry() -> Registry:
+    from referencing import Registry, Resource
+
     return Registry().with_resources(
         (uri, Resource.from_contents(contents)) for uri, contents in _schemas().items()
     )
@@ -61,14 +73,16 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(load_schema(name), registry=_registry())
 
 
 def schema_name(document: dict[str, Any]) -> str:
     """Which schema judges a described archive: its revision's, or the pickle format's."""
     if document.get("layout") == "pickle":
-        return f"pickle-{document.get('protocol') if document.get('protocol') == 1 else '2.0'}.json"
-    return f"{document['revision']}.json"
+        return pickle_schema(document.get("protocol"))
+    return info(document["revision"]).schema
 
 
 def schema_problems(document: Any, name: str) -> list[Problem]:
@@ -149,9 +163,9 @@ def _field(path: list[Any]) -> str:
 
 
 _FILE_OF_FIELD = {
-    "state": "state.pt",
-    "stash": "stash.pkl",
-    "version_file": "version.txt",
-    "protocol_version": "protocol_version.txt",
-    "config": "config.yaml",
+    "state": STATE_FILE_NAME,
+    "stash": STASH_FILE_NAME,
+    "version_file": VERSION_FILE_NAME,
+    "protocol_version": PROTOCOL_VERSION_FILE_NAME,
+    "config": CONFIG_FILE_NAME,
 }

@@ -22,12 +22,9 @@ import dill
 
 from .class_migrations import ClassMigrations
 from .class_migrations import class_migrations as default_class_migrations
-from .container import opened
 from .errors import LoadError
-from .layout import DEFAULT_PROTOCOL, PROTOCOL_1
-from .manifest import PROTOCOL_2
-from .migrate import LATEST, run
-from .read import read_archive
+from .layout import DEFAULT_PROTOCOL, PROTOCOL_1, PROTOCOL_2
+from .pipeline import load
 from .state import State
 from .tree import (
     SaveTreeNode,
@@ -41,8 +38,6 @@ from .tree import (
     traverse,
 )
 from .unpickle import Trust
-from .validate import check
-from .write import write_protocol1, write_protocol2
 
 __all__ = [
     "LoadError",
@@ -87,6 +82,8 @@ def save_state_to_file(
     use the standard pickle. `protocol=1` writes what flambe 0.4.18 reads, pickling with
     `pickle_module` and `pickle_protocol` (default 2) as flambe did.
     """
+    from .write import write_protocol1, write_protocol2  # torch: imported by saves only
+
     if protocol == PROTOCOL_1:
         write_protocol1(
             state, os.fspath(path), compress, pickle_only, overwrite, pickle_module, pickle_protocol
@@ -152,12 +149,15 @@ def load_state_from_file(
     given versions with the registered class migrations (`class_migrations`, by default
     those registered with `flambe_compat.register_class_migration`).
     """
-    trust = Trust.of(allow_globals, trusted, map_location)
-    with opened(path) as archive:
-        report = check(archive, strict=strict, trust=trust, verify=verify)
-        report.raise_for_problems()
-        decoded = read_archive(archive, report, trust, pickle_module, **pickle_load_args)
-    state = run(decoded, LATEST).state
+    state = load(
+        path,
+        trust=Trust.of(allow_globals, trusted),
+        strict=strict,
+        verify=verify,
+        pickle_module=pickle_module,
+        map_location=map_location,
+        **pickle_load_args,
+    ).state
     if class_versions:
         state = (class_migrations or default_class_migrations).apply(state, class_versions)
     return state

@@ -23,21 +23,18 @@ flambe_compat.unpickle.UnsafeGlobalError: global builtins.print is not on the al
 
 from __future__ import annotations
 
-import _compat_pickle
 import collections
 import functools
 import importlib
 import io
 import os
 import pickle
-import pickletools
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import torch
-
+from .payload import ZIP_MAGIC, python3_name, scan_pickle
 from .state import State
 
 LEGACY_STATE = ("flambe.compile.serialization", "State")
@@ -85,22 +82,20 @@ class UnsafeGlobalError(pickle.UnpicklingError):
 
 @dataclass(frozen=True)
 class Trust:
-    """What unpickling may do: the allow-list, extra allowed globals, or full trust."""
+    """What unpickling may do: the allow-list, extra allowed globals, or full trust.
+
+    A policy only: where tensors go and whether they are memory-mapped are load options
+    (`torch_load`'s `map_location` and `mmap`).
+    """
 
     allow_globals: tuple[str, ...] = field(default=())
     trusted: bool = False
-    map_location: Any = None
 
     @classmethod
-    def of(
-        cls,
-        allow_globals: Iterable[str | Any] = (),
-        trusted: bool = False,
-        map_location: Any = None,
-    ) -> Trust:
+    def of(cls, allow_globals: Iterable[str | Any] = (), trusted: bool = False) -> Trust:
         """A `Trust` from user arguments: names as `module.name` strings or the objects."""
         names = tuple(g if isinstance(g, str) else _qualified_name(g) for g in allow_globals)
-        return cls(allow_globals=names, trusted=trusted, map_location=map_location)
+        return cls(allow_globals=names, trusted=trusted)
 
 
 def _qualified_name(obj: Any) -> str:
@@ -159,9 +154,9 @@ def _encode_latin1(text: str, encoding: str = "utf-8") -> bytes:
 
 
 @functools.cache
-def _default_globals() -> dict[str, Any]:
-    """The allow-list: names a pickle may use, mapped to what they resolve to."""
-    allowed: dict[str, Any] = {
+def plain_globals() -> dict[str, Any]:
+    """The allow-list without torch's and numpy's names (importing neither)."""
+    return {
         "collections.OrderedDict": collections.OrderedDict,
         "builtins.set": set,
         "builtins.frozenset": frozenset,
@@ -172,6 +167,17 @@ def _default_globals() -> dict[str, Any]:
         "builtins.range": _CHECKED_TYPES["range"],
         "_codecs.encode": _encode_latin1,
         "dill._dill._load_type": _load_builtin_type,
+        ".".join(LEGACY_STATE): State,
+        "flambe_compat.state.State": State,
+    }
+
+
+@functools.cache
+def _torch_globals() -> dict[str, Any]:
+    """torch's names on the allow-list: tensors, storages, rebuild functions, dtypes..."""
+    import torch
+
+    allowed: dict[str, Any] = {
         "torch.Size": torch.Size,
         "torch.Tensor": torch.Tensor,
         "torch.device": torch.device,
@@ -179,10 +185,7 @@ def _default_globals() -> dict[str, Any]:
         "torch.storage.UntypedStorage": torch.UntypedStorage,
         "torch.serialization._get_layout": torch.serialization._get_layout,
         "torch._tensor._rebuild_from_type_v2": torch._tensor._rebuild_from_type_v2,
-        ".".join(LEGACY_STATE): State,
-        "flambe_compat.state.State": State,
     }
-    allowed.update(_numpy_globals())
     for name in dir(torch._utils):
         if name.startswith("_rebuild") and name != "_rebuild_xla_tensor":
             allowed[f"torch._utils.{name}"] = getattr(torch._utils, name)
@@ -195,6 +198,26 @@ def _default_globals() -> dict[str, Any]:
     return allowed
 
 
+_NUMPY_NAMES = ("numpy.", "dill._dill._create_array")
+
+
+def globals_for(qualified_name: str) -> dict[str, Any]:
+    """The part of the allow-list that may hold `qualified_name`, importing torch or numpy
+    only for their own names."""
+    if qualified_name.startswith("torch."):
+        return _torch_globals()
+    if qualified_name.startswith(_NUMPY_NAMES):
+        return _numpy_globals()
+    return plain_globals()
+
+
+@functools.cache
+def _default_globals() -> dict[str, Any]:
+    """The allow-list: names a pickle may use, mapped to what they resolve to."""
+    return {**plain_globals(), **_numpy_globals(), **_torch_globals()}
+
+
+@functools.cache
 def _numpy_globals() -> dict[str, Any]:
     """numpy arrays, scalars and dtypes, if numpy is installed (else no pickle can hold them)."""
     try:
@@ -254,30 +277,27 @@ def _resolve(qualified_name: str) -> Any:
     return value
 
 
-def _safe_unpickler_class(trust: Trust) -> type[pickle.Unpickler]:
+def _safe_unpickler_class(trust: Trust, map_location: Any) -> type[pickle.Unpickler]:
     allowed = dict(_default_globals())
-    allowed["torch.storage._load_from_bytes"] = functools.partial(_load_nested_torch_file, trust)
+    allowed["torch.storage._load_from_bytes"] = functools.partial(
+        _load_nested_torch_file, trust, map_location
+    )
     for name in trust.allow_globals:
         allowed.setdefault(name, None)
     return allow_list_unpickler(allowed)
 
 
-def python3_name(module: str, name: str) -> str:
-    """`module.name` as Python 3 spells it (protocol 2 pickles may say `__builtin__.set`)."""
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-    else:
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-    return f"{module}.{name}"
-
-
 def allow_list_unpickler(
-    allowed: dict[str, Any], on_unknown: Callable[[str], Any] | None = None
+    allowed: dict[str, Any],
+    on_unknown: Callable[[str], Any] | None = None,
+    more: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> type[pickle.Unpickler]:
     """An unpickler resolving globals through `allowed` only (a `None` value: import it).
 
-    A global outside `allowed` raises `UnsafeGlobalError`, or resolves to
-    `on_unknown(name)` when given (the peeking reader uses inert stand-ins).
+    `more(name)`, when given, is the further allow-list consulted for a name `allowed`
+    lacks (so that peeking imports torch only for torch names). A global outside them
+    raises `UnsafeGlobalError`, or resolves to `on_unknown(name)` when given (the peeking
+    reader uses inert stand-ins).
     """
 
     class AllowListUnpickler(pickle.Unpickler):
@@ -295,6 +315,10 @@ def allow_list_unpickler(
 
         def find_class(self, module: str, name: str) -> Any:
             qualified = python3_name(module, name)
+            if qualified not in allowed and more is not None:
+                further = more(qualified)
+                if qualified in further:
+                    allowed[qualified] = further[qualified]
             if qualified not in allowed:
                 if on_unknown is None:
                     raise UnsafeGlobalError(qualified)
@@ -349,63 +373,22 @@ def _unmodifiable(value: Any) -> Any:
     return value
 
 
-_MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
-_MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
-_MODIFIERS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
-
-
 def check_nesting(file: IO[bytes]) -> None:
     """Refuse a pickle that nests values deeper than `MAX_NESTING`, before unpickling it.
 
-    Runs through the opcodes from the current position to STOP, tracking how deep each
-    value on the stack and in the memo is (a value modified in place, e.g. by APPEND,
-    is tracked through the memo too), then rewinds. A pickle of at most `MAX_NESTING`
-    bytes cannot nest deeper and is not scanned. Malformed pickles are left to the
-    unpickler to report.
+    Scans the opcodes from the current position to STOP, then rewinds. A pickle of at
+    most `MAX_NESTING` bytes cannot nest deeper and is not scanned. Malformed pickles are
+    left to the unpickler to report.
     """
     start = file.tell()
     if file.seek(0, os.SEEK_END) - start <= MAX_NESTING:
         file.seek(start)
         return
     file.seek(start)
-    stack: list[list[int]] = []  # the depth of each value, boxed to share it with the memo
-    marks: list[int] = []
-    memo: dict[Any, list[int]] = {}
     try:
-        for opcode, argument, _ in pickletools.genops(file):
-            name = opcode.name
-            if name == "MARK":
-                marks.append(len(stack))
-            elif name in _MEMO_PUT or name == "MEMOIZE":
-                memo[len(memo) if name == "MEMOIZE" else argument] = stack[-1]
-            elif name in _MEMO_GET or name == "DUP":
-                stack.append(memo[argument] if name != "DUP" else stack[-1])
-            else:
-                _apply(opcode, stack, marks)
-    except (ValueError, IndexError, KeyError):
-        pass  # malformed: the unpickler says how
+        depth = scan_pickle(file, MAX_NESTING).depth
     finally:
         file.seek(start)
-
-
-def _apply(opcode: pickletools.OpcodeInfo, stack: list[list[int]], marks: list[int]) -> None:
-    """The depths of what `opcode` leaves on the stack, from the depths it takes."""
-    taken: list[list[int]] = []
-    below = len(opcode.stack_before)
-    if pickletools.markobject in opcode.stack_before:
-        at = marks.pop()
-        taken, stack[at:] = stack[at:], []
-        below = opcode.stack_before.index(pickletools.markobject)
-    if below:
-        taken, stack[-below:] = stack[-below:] + taken, []
-    if opcode.name in _MODIFIERS:
-        target = taken[0]
-        target[0] = max(target[0], 1 + max((box[0] for box in taken[1:]), default=-1))
-        stack.append(target)
-        depth = target[0]
-    else:
-        depth = 1 + max((box[0] for box in taken), default=-1)
-        stack.extend([depth] for _ in opcode.stack_after)
     if depth > MAX_NESTING:
         raise pickle.UnpicklingError(f"values nested deeper than {MAX_NESTING} levels")
 
@@ -422,10 +405,28 @@ def _trusted_unpickler_class(pickle_module: Any) -> type[pickle.Unpickler]:
     return TrustedUnpickler
 
 
-def pickle_module_for(trust: Trust, pickle_module: Any = pickle) -> Any:
-    """A module-like object with `Unpickler` and `load`, to hand to `torch.load`."""
+def pickle_module_for(trust: Trust, pickle_module: Any = pickle, map_location: Any = None) -> Any:
+    """A module-like object with `Unpickler` and `load`, to hand to `torch.load`.
+
+    `map_location` applies to the storages of nested torch files too. Built once per
+    policy and options (a load of many payloads would otherwise build a class for each).
+    """
+    try:
+        return _cached_pickle_module(trust, pickle_module, map_location)
+    except TypeError:  # an unhashable map_location (a dict, say)
+        return _pickle_module(trust, pickle_module, map_location)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_pickle_module(trust: Trust, pickle_module: Any, map_location: Any) -> Any:
+    return _pickle_module(trust, pickle_module, map_location)
+
+
+def _pickle_module(trust: Trust, pickle_module: Any, map_location: Any) -> Any:
     unpickler = (
-        _trusted_unpickler_class(pickle_module) if trust.trusted else _safe_unpickler_class(trust)
+        _trusted_unpickler_class(pickle_module)
+        if trust.trusted
+        else _safe_unpickler_class(trust, map_location)
     )
 
     def load(file: IO[bytes], **kwargs: Any) -> Any:
@@ -434,24 +435,33 @@ def pickle_module_for(trust: Trust, pickle_module: Any = pickle) -> Any:
     return types.SimpleNamespace(Unpickler=unpickler, load=load, __name__="flambe_compat")
 
 
-def unpickle(file: IO[bytes], trust: Trust, pickle_module: Any = pickle, **kwargs: Any) -> Any:
+def unpickle(
+    file: IO[bytes],
+    trust: Trust,
+    pickle_module: Any = pickle,
+    map_location: Any = None,
+    **kwargs: Any,
+) -> Any:
     """Unpickle one raw pickle (flambe's pickle-only archives, 0.4.0-0.4.4 stashes)."""
-    return pickle_module_for(trust, pickle_module).load(file, **kwargs)
+    return pickle_module_for(trust, pickle_module, map_location).load(file, **kwargs)
 
 
 def torch_load(
     file: str | os.PathLike[str] | IO[bytes],
     trust: Trust,
     pickle_module: Any = pickle,
+    map_location: Any = None,
     mmap: bool = False,
     **kwargs: Any,
 ) -> Any:
     """`torch.load` of a legacy or zip torch file through the unpickler `trust` allows."""
+    import torch
+
     _check_zip(file, trust)
     return torch.load(
         file,
-        map_location=trust.map_location,
-        pickle_module=pickle_module_for(trust, pickle_module),
+        map_location=map_location,
+        pickle_module=pickle_module_for(trust, pickle_module, map_location),
         weights_only=False,
         mmap=mmap or None,
         **kwargs,
@@ -469,8 +479,10 @@ def _check_zip(file: str | os.PathLike[str] | IO[bytes], trust: Trust) -> None:
         with open(file, "rb") as opened:
             _check_zip(opened, trust)
         return
+    import torch
+
     start = file.tell()
-    is_zip = file.read(4) == b"PK\x03\x04"
+    is_zip = file.read(4) == ZIP_MAGIC
     size = file.seek(0, os.SEEK_END) - start
     file.seek(start)
     if not is_zip:
@@ -489,9 +501,9 @@ def _check_zip(file: str | os.PathLike[str] | IO[bytes], trust: Trust) -> None:
             )
 
 
-def _load_nested_torch_file(trust: Trust, data: bytes) -> Any:
+def _load_nested_torch_file(trust: Trust, map_location: Any, data: bytes) -> Any:
     """`torch.storage._load_from_bytes`: a storage pickled as a whole torch file."""
-    return torch_load(io.BytesIO(data), trust)
+    return torch_load(io.BytesIO(data), trust, map_location=map_location)
 
 
 def allowed_globals() -> Mapping[str, Callable[..., Any] | Any]:

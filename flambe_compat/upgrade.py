@@ -3,8 +3,12 @@
 `upgrade(source)` rewrites an archive in the latest revision (or `to="1.4"` for flambe
 0.4.18) in place, keeping the original as a backup that never overwrites an earlier
 one; `upgrade(source, destination)` writes a new archive and leaves the source alone.
-Nothing replaces anything until the new archive is complete and valid, so a failure at
-any point leaves the source untouched and no temporary files behind.
+The result of every migration step is judged in memory against its target revision's
+schema, as that revision's writer would write it; a dry run stops after validation
+(reading no tensor bytes). Nothing replaces anything until the new archive is complete
+and valid, and an in-place upgrade is published by one atomic exchange (see
+`publish.exchange_keeping_backup`), so a failure or a crash at any point leaves the
+source untouched, or the new archive in place and the original as its backup.
 
 >>> import shutil, tempfile, pathlib
 >>> work = pathlib.Path(tempfile.mkdtemp())
@@ -16,28 +20,48 @@ any point leaves the source untouched and no temporary files behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .archive import Archive
 from .class_migrations import ClassMigrations
-from .container import opened
+from .config import config_documents
+from .container import Opened
+from .describe import ConfigSummary, Description, NodeSummary, PayloadSummary, jsonable
+from .detect import Detection
 from .errors import LoadError
-from .layout import COMPRESSED_SUFFIX, PICKLE_SUFFIX
+from .integrity import MANIFEST_SCHEMA, PICKLE_SCHEMA
+from .layout import (
+    COMPRESSED_SUFFIX,
+    CONFIG_FILE_NAME,
+    FLAMBE_DIRECTORIES_KEY,
+    KEEP_VARS_KEY,
+    PICKLE_SUFFIX,
+    PROTOCOL_VERSION_FILE_NAME,
+    REQUIREMENTS_FILE_NAME,
+    SOURCE_FILE_NAME,
+    STASH_FILE_NAME,
+    STATE_FILE_NAME,
+    VERSION_FILE_NAME,
+    VERSION_KEY,
+)
+from .listing import Folder
 from .migrate import LATEST, Migration, plan, run
+from .payload import PayloadFile
+from .peek import TensorInfo
+from .pipeline import decode, inspected
 from .problems import Problem
-from .publish import staging
-from .read import read_archive
+from .publish import exchange_keeping_backup, staging
+from .revisions import info, pickle_schema
+from .schema import schema_problems
 from .state import State
+from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
 from .unpickle import Trust
-from .validate import check
-from .write import write_archive
+from .validate import validate_description
 
 
 @dataclass
@@ -78,30 +102,27 @@ def upgrade(
     on_step: Callable[[Migration], None] | None = None,
 ) -> UpgradeResult:
     """Upgrade the archive at `source` to revision `to`; see the module docstring."""
+    from .write import write_archive  # imports torch, which a dry run never needs
+
     source = Path(source)
     trust = trust or Trust()
-    with opened(source) as archive:
-        report = check(archive, trust=trust)
-        report.raise_for_problems()
-        decoded = read_archive(archive, report, trust)
-        container = archive.container
-    steps = plan(decoded.revision, to)
-    result = UpgradeResult(
-        source, decoded.revision, to, [f"{s.source}->{s.target}" for s in steps], dry_run=dry_run
-    )
-    if dry_run:
-        return result
-    upgraded = run(decoded, to, check=check_revision, on_step=on_step)
+    with inspected(source, trust=trust, for_decoding=not dry_run) as inspection:
+        revision = inspection.report.revision
+        if revision is None:
+            raise LoadError(f"{source}: no revision was detected")
+        steps = plan(revision, to)
+        result = UpgradeResult(
+            source, revision, to, [f"{s.source}->{s.target}" for s in steps], dry_run=dry_run
+        )
+        if dry_run:
+            return result
+        decoded = decode(inspection, trust)
+        container = inspection.opened.container
+    upgraded = run(decoded, to, step_problems=step_problems, on_step=on_step)
     if class_migrations is not None:
         state = class_migrations.apply(upgraded.state)
         result.classes = _moved_classes(upgraded.state, state)
-        upgraded = Archive(
-            state,
-            upgraded.revision,
-            upgraded.layout,
-            upgraded.requirements,
-            upgraded.original_revision,
-        )
+        upgraded = dataclasses.replace(upgraded, state=state)
     if destination is None and not steps and not result.classes:
         return result  # already there: nothing is rewritten, no backup is made
     compress = container == "tar.gz"
@@ -111,15 +132,16 @@ def upgrade(
         built = write_archive(
             upgraded, scratch / _base_name(target, compress, pickle_only), compress=compress
         )
-        with opened(built) as written:
-            check(written, trust=trust).raise_for_problems()
-        final = source if destination is None else target.with_name(built.name)
+        with inspected(built, trust=trust):
+            pass  # the new archive is valid, or `LoadError` lists its problems
         if destination is None:
-            result.backup = _free_backup_name(source)
-            os.rename(source, result.backup)
-        elif final.exists():
-            raise LoadError(f"{final}: already exists; choose another destination")
-        os.rename(built, final)
+            result.backup = exchange_keeping_backup(built, source)
+            final = source
+        else:
+            final = target.with_name(built.name)
+            if final.exists() or final.is_symlink():
+                raise LoadError(f"{final}: already exists; choose another destination")
+            os.rename(built, final)
     result.destination = final
     return result
 
@@ -133,56 +155,129 @@ def _base_name(target: Path, compress: bool, pickle_only: bool) -> str:
     return name
 
 
-def _free_backup_name(source: Path) -> Path:
-    """`NAME.bak`, or `NAME.bak.1`, `.2`... : the first that does not exist yet."""
-    candidate = source.with_name(source.name + ".bak")
-    number = 0
-    while candidate.exists() or candidate.is_symlink():
-        number += 1
-        candidate = source.with_name(f"{source.name}.bak.{number}")
-    return candidate
-
-
 def _moved_classes(before: State, after: State) -> dict[str, str]:
     moved = {}
     for prefix, entry in after._metadata.items():
         old = before._metadata.get(prefix)
         if isinstance(entry, Mapping) and isinstance(old, Mapping):
-            version = entry.get("_flambe_version")
-            if version is not None and version != old.get("_flambe_version"):
+            version = entry.get(VERSION_KEY)
+            if version is not None and version != old.get(VERSION_KEY):
                 moved[prefix] = str(version)
     return moved
 
 
-def check_revision(archive: Archive) -> list[Problem]:
-    """The problems of `archive` written in its revision: the per-step schema check.
+def step_problems(archive: Archive) -> list[Problem]:
+    """The problems of `archive` as the writer of its revision would write it, judged in
+    memory against that revision's schema (the per-step check of the migration chain).
 
-    Tensors are written as meta tensors (dtype and shape, no data), so the check costs
-    a few small files whatever the archive's size.
+    Raises what the writer would raise for what it cannot encode.
     """
-    skeleton = Archive(
-        _without_tensor_data(archive.state),
-        archive.revision,
-        archive.layout,
-        archive.requirements,
-        archive.original_revision,
-    )
-    with tempfile.TemporaryDirectory(prefix="flambe-compat-check-") as scratch:
-        written = write_archive(skeleton, Path(scratch) / "archive")
-        with opened(written) as archive_files:
-            report = check(archive_files, trust=Trust(trusted=True), revision=archive.revision)
-    return report.problems
+    from .manifest import header, manifest_node
+
+    if archive.layout == "pickle":
+        return _pickle_problems(archive)
+    tree = state_to_tree(archive.state)
+    if archive.revision == LATEST:
+        metadata = archive.state._metadata
+        manifest = {
+            **header(archive.original_revision),
+            "keep_vars": bool(metadata.get(KEEP_VARS_KEY, False)),
+            "directories": sorted(metadata.get(FLAMBE_DIRECTORIES_KEY, [])),
+            "nodes": [
+                manifest_node(path, node)
+                for path, node in sorted(_traverse_all_nodes(tree), key=lambda item: item[0])
+            ],
+            "files": [],
+            "trusted_decoding_required": False,
+            "unsafe_globals": [],
+        }
+        return schema_problems(manifest, MANIFEST_SCHEMA)
+    description = _expected_description(archive, tree)
+    return validate_description(description, trust=Trust(trusted=True)).problems
 
 
-def _without_tensor_data(state: State) -> State:
-    skeleton = State((key, _meta(value)) for key, value in state.items())
-    skeleton._metadata = {key: _meta(value) for key, value in state._metadata.items()}
-    return skeleton
+def _pickle_problems(archive: Archive) -> list[Problem]:
+    from .manifest import pickle_payload
+
+    if archive.revision == LATEST:
+        payload = pickle_payload(archive.state, archive.original_revision)
+        view = {
+            key: dict.fromkeys(part) if key == "state" else jsonable(part)
+            for key, part in payload.items()
+        }
+        return schema_problems(view, PICKLE_SCHEMA)
+    state = _payload_summary(_in_memory("archive.pkl"), archive.state, "pickle", True)
+    document = {
+        "layout": "pickle",
+        "container": "pickle",
+        "member_prefix": None,
+        "protocol": 1,
+        "revision": archive.revision,
+        "file": {"name": "archive.pkl", "size": 1},
+        "state": state.as_json(),
+    }
+    return schema_problems(document, pickle_schema(1))
 
 
-def _meta(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("meta")
-    if isinstance(value, dict):
-        return {key: _meta(item) for key, item in value.items()}
-    return value
+def _expected_description(archive: Archive, tree: SaveTreeNode) -> Description:
+    """The description of `archive` as its revision's folder writer lays it out: every
+    file it writes (payloads are never empty), the texts, the payloads' contents."""
+    row = info(archive.revision)
+    source = _in_memory("archive")
+    formats: dict[str, Any] = {}
+    nodes = []
+    for path, node in _traverse_all_nodes(tree):
+        relative = "/".join(path)
+        texts = {
+            VERSION_FILE_NAME: f"{node.class_name}:{node.version}",
+            SOURCE_FILE_NAME: node.source_code,
+            CONFIG_FILE_NAME: node.config,
+            PROTOCOL_VERSION_FILE_NAME: str(row.protocol),
+        }
+        files = {name: len(text.encode("utf-8")) for name, text in texts.items()}
+        files |= {STATE_FILE_NAME: 1, STASH_FILE_NAME: 1}
+        if not path and row.requirements:
+            files[REQUIREMENTS_FILE_NAME] = len((archive.requirements or "").encode("utf-8"))
+        folder = Folder(
+            relative, source / relative, dict(sorted(files.items())), (), tuple(node.children)
+        )
+        stash_format = "zip" if row.torch_stash else "pickle"
+        state = _payload_summary(
+            folder.path / STATE_FILE_NAME, node.state, "zip", row.node_metadata
+        )
+        stash = _payload_summary(
+            folder.path / STASH_FILE_NAME, node.object_stash, stash_format, False
+        )
+        formats[folder.join(STATE_FILE_NAME)] = "zip"
+        formats[folder.join(STASH_FILE_NAME)] = stash_format
+        config = ConfigSummary(config_documents(node.config), empty=not node.config.strip())
+        nodes.append(NodeSummary(folder, texts, config, state, stash))
+    detection = Detection("folder", row.protocol, row.name, formats)
+    opened = Opened(source, "folder", source)
+    return Description(opened, detection, [node.folder for node in nodes], nodes)
+
+
+def _in_memory(name: str) -> Path:
+    return Path(f"<{name} in memory>")
+
+
+def _payload_summary(path: Path, value: Any, kind: Any, metadata: bool) -> PayloadSummary:
+    """What peeking the file the writer makes of `value` would find."""
+    import torch  # `value` holds tensors: torch is imported already
+
+    summary = PayloadSummary(PayloadFile(path, 1, kind))
+    summary.type = type(value).__name__
+    summary.keys = [str(key) for key in value]
+    summary.tensors = {
+        str(key): TensorInfo(str(item.dtype).removeprefix("torch."), tuple(item.shape))
+        for key, item in value.items()
+        if isinstance(item, torch.Tensor)
+    }
+    summary.value_types = {
+        str(key): type(item).__name__
+        for key, item in value.items()
+        if not isinstance(item, torch.Tensor)
+    }
+    recorded = getattr(value, "_metadata", None)
+    summary.metadata = jsonable(recorded) if metadata and recorded is not None else None
+    return summary

@@ -50,6 +50,7 @@ from .layout import (
 from .manifest import PROTOCOL_2, build_manifest, pickle_payload, sha256_file, write_manifest
 from .manifest import REVISION as REVISION_2
 from .publish import check_target, publish, staging
+from .revisions import info
 from .state import State
 from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
 from .unpickle import LEGACY_STATE
@@ -92,10 +93,11 @@ def encoding_for(revision: str) -> Encoding:
     """
     if revision == REVISION_2:
         return Encoding(protocol=PROTOCOL_2, pickle_module=pickle)
+    row = info(revision)
     return Encoding(
-        node_metadata=revision >= "1.3",
-        torch_stash=revision >= "1.1",
-        requirements=revision >= "1.4",
+        node_metadata=row.node_metadata,
+        torch_stash=row.torch_stash,
+        requirements=row.requirements,
     )
 
 

@@ -43,7 +43,7 @@ class CorpusArchive:
     @property
     def container(self) -> str:
         """How the archive is packed: `directory`, `pickle`, or either in a `tar.gz`."""
-        return {"dir": "directory", "pkl": "pickle"}.get(self.mode, "tar.gz")
+        return {"dir": "folder", "pkl": "pickle"}.get(self.mode, "tar.gz")
 
     @property
     def directories(self) -> list[str]:

@@ -9,6 +9,7 @@ scratch folder behind. Concurrent saves to one path must leave one complete arch
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -26,10 +27,10 @@ import torch
 
 from flambe_compat import load_state_from_file, publish
 from flambe_compat.container import opened
-from flambe_compat.manifest import check_archive, state_from_payload
+from flambe_compat.integrity import state_from_payload
 from flambe_compat.state import State
 from flambe_compat.write import archive_path, write_protocol1, write_protocol2
-from tests.test_write_protocol2 import MODES, assert_same, make_state
+from tests.test_write_protocol2 import MODES, assert_same, checked_manifest, make_state
 
 pytestmark = pytest.mark.slow
 
@@ -97,10 +98,10 @@ def read_back(path: Path, protocol: int) -> dict[str, Any]:
     if protocol == 1:
         return dict(load_state_from_file(path))
     with opened(path) as archive:
-        if not archive.is_directory:
+        if not archive.is_folder:
             value = torch.load(archive.payload, weights_only=True)
             return dict(state_from_payload(value, archive.payload))
-        manifest = check_archive(archive.payload, verify=True)
+        manifest = checked_manifest(archive.payload)
         flat = {}
         for node in manifest["nodes"]:
             dotted = node["prefix"] + "." if node["prefix"] else ""
@@ -281,3 +282,96 @@ def test_sweep_puts_back_an_old_archive_moved_aside_by_a_dead_process(tmp_path: 
     built(tmp_path, "folder", "older").rename(aside)  # the path is taken by then: drop it
     publish.sweep_stale(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["m"] and content(tmp_path / "m") == "old"
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_exchange_keeping_backup(tmp_path: Path, renames: str, kind: str) -> None:
+    target = built(tmp_path, kind, "old").rename(tmp_path / "m")
+    (tmp_path / "m.bak").mkdir()  # an earlier backup is never overwritten
+    with publish.staging(target) as scratch:
+        backup = publish.exchange_keeping_backup(built(scratch, kind, "new"), target)
+    assert (backup.name, content(target), content(backup)) == ("m.bak.1", "new", "old")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.bak", "m.bak.1"]
+
+
+@pytest.mark.parametrize("exchanged", [True, False])
+def test_sweep_keeps_the_original_a_dead_upgrade_exchanged(tmp_path: Path, exchanged: bool) -> None:
+    """A process killed around its exchange: the archive in its scratch folder is the
+    original (recorded inode) after the exchange, the unpublished new one before."""
+    target = built(tmp_path, "folder", "old").rename(tmp_path / "m")
+    scratch = tmp_path / f".m.flambe-compat-tmp-{dead_pid()}-abc_1"
+    scratch.mkdir()
+    new = built(scratch, "folder", "new").rename(scratch / "m")
+    record = {"name": "m", "inode": target.lstat().st_ino}
+    (scratch / ".flambe-compat-exchange.json").write_text(json.dumps(record))
+    if exchanged:
+        target.rename(tmp_path / "swap")
+        new.rename(target)
+        (tmp_path / "swap").rename(scratch / "m")
+    publish.sweep_stale(tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    if exchanged:
+        assert names == ["m", "m.bak"]
+        assert (content(tmp_path / "m"), content(tmp_path / "m.bak")) == ("new", "old")
+    else:
+        assert (names, content(target)) == (["m"], "old")
+
+
+def backups(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if ".bak" in p.name)
+
+
+@pytest.mark.parametrize("mode", ["dir", "tgz"])
+def test_a_killed_in_place_upgrade_leaves_the_original_or_the_new_one_and_its_backup(
+    tmp_path: Path, mode: str
+) -> None:
+    """Before the exchange the source is untouched and no backup exists; after it the
+    source is the upgraded archive and the original is its backup (once the next save in
+    the folder swept the dead process's scratch folder)."""
+    compress, _ = MODES[mode]
+    state = make_state(NODES, WIDTH, seed=1)
+    pristine = write_protocol1(state, tmp_path / "pristine" / "m", compress)
+    source = tmp_path / "work" / pristine.name
+    original = snapshot(pristine)
+
+    def reset() -> None:
+        remove(source)
+        for backup in backups(source.parent):
+            remove(backup)
+        if pristine.is_dir():
+            shutil.copytree(pristine, source)
+        else:
+            shutil.copyfile(pristine, source)
+
+    source.parent.mkdir()
+    durations = []
+    for _ in range(3):
+        reset()
+        started = time.monotonic()
+        assert wait(fork(lambda: flambe_compat_upgrade(source))) == 0
+        durations.append(time.monotonic() - started)
+    window = sorted(durations)[1]
+    jitter = random.Random(mode)
+    outcomes: Counter[str] = Counter()
+    for point in range(KILL_POINTS):
+        reset()
+        pid = fork(lambda: flambe_compat_upgrade(source))
+        time.sleep(window * 1.1 * point / (KILL_POINTS - 1) * jitter.uniform(0.9, 1.1))
+        os.kill(pid, signal.SIGKILL)
+        wait(pid)
+        publish.sweep_stale(source.parent)  # what the next save into the folder does first
+        assert litter(source.parent) == []
+        if snapshot(source) == original:
+            assert backups(source.parent) == [], f"kill point {point}"
+            outcomes["unchanged"] += 1
+        else:
+            assert holds(read_back(source, 2), state), f"kill point {point}"
+            assert [snapshot(b) for b in backups(source.parent)] == [original]
+            outcomes["upgraded"] += 1
+    assert outcomes["unchanged"] and outcomes["upgraded"], outcomes
+
+
+def flambe_compat_upgrade(source: Path) -> None:
+    from flambe_compat import upgrade
+
+    upgrade(source)

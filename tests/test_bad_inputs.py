@@ -59,9 +59,8 @@ try:
 except BaseException as error:
     kind = "LoadError" if isinstance(error, flambe_compat.LoadError) else type(error).__name__
     out["error"] = [kind, str(error)]
-if hasattr(flambe_compat, "validate"):
-    report = flambe_compat.validate(path)
-    out["report"] = [report.valid, [f"{report.source}: {p}" for p in report.problems]]
+report = flambe_compat.validate(path)
+out["report"] = [report.valid, [f"{report.source}: {p}" for p in report.problems]]
 out["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(out))
 """
@@ -86,9 +85,8 @@ def load_in_process(path: Path, timeout: float) -> Outcome:
             outcome = Outcome(("LoadError", str(error)))
         except Exception as error:
             outcome = Outcome((type(error).__name__, str(error)))
-        if hasattr(flambe_compat, "validate"):
-            report = flambe_compat.validate(path)
-            outcome.report = (report.valid, [f"{report.source}: {p}" for p in report.problems])
+        report = flambe_compat.validate(path)
+        outcome.report = (report.valid, [f"{report.source}: {p}" for p in report.problems])
     return outcome
 
 

@@ -154,7 +154,7 @@ def test_validate_human_summary(runs: Runs, made: dict[str, Path]) -> None:
     run = runs["mixed"]
     assert (run.returncode, run.stderr) == (1, "")
     lines = run.stdout.splitlines()
-    assert lines[0] == f"{GOOD}: valid (protocol 1 revision 1.4, folder in directory, 1 node)"
+    assert lines[0] == f"{GOOD}: valid (protocol 1 revision 1.4, folder, 1 node)"
     bad, stash = made["bad"], made["stash"]
     assert lines[1] == f"{bad}: invalid (2 problems)"
     version, source = sorted(lines[2:4])
@@ -186,7 +186,7 @@ def test_validate_json_strict(cli: Callable[..., Outcome], made: dict[str, Path]
     assert good == {
         "source": str(GOOD),
         "valid": True,
-        "container": "directory",
+        "container": "folder",
         "layout": "folder",
         "protocol": 1,
         "revision": "1.4",
@@ -247,7 +247,7 @@ def test_inspect_a_folder_without_tensor_bytes(runs: Runs, made: dict[str, Path]
     run = runs["inspect truncated"]
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout.splitlines() == [
-        f"{made['truncated']}: protocol 1 revision 1.4 (folder in directory)",
+        f"{made['truncated']}: protocol 1 revision 1.4 (folder)",
         ".  Wrapper 0.0.0",
         "  counter  Counter 0.0.0",
         "      label  str",
@@ -283,7 +283,7 @@ def test_inspect_a_pickle_only_archive(cli: Callable[..., Outcome]) -> None:
     run = cli("inspect", PICKLE)
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout.splitlines() == [
-        f"{PICKLE}: protocol 1 revision 1.4 (pickle in pickle)",
+        f"{PICKLE}: protocol 1 revision 1.4 (pickle)",
         ".  MLP 0.0.0",
         "    net.0.weight  float32 [8, 4]  128 B",
         "    net.0.bias  float32 [8]  32 B",
@@ -298,5 +298,5 @@ def test_inspect_json_prints_the_described_document(cli: Callable[..., Outcome])
     run = cli("inspect", "--json", PICKLE_TGZ)
     assert (run.returncode, run.stderr) == (0, "")
     with opened(PICKLE_TGZ) as archive:
-        document, _ = describe(archive, detect(archive))
+        document = describe(archive, detect(archive)).as_json()
     assert json.loads(run.stdout) == document

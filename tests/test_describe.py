@@ -14,7 +14,7 @@ import torch
 
 from flambe_compat.container import opened
 from flambe_compat.describe import describe, jsonable
-from flambe_compat.detect import archive_folders, detect
+from flambe_compat.detect import detect
 from flambe_compat.peek import Opaque, TensorInfo
 from flambe_compat.problems import Problem
 from flambe_compat.tree import component_folders
@@ -34,7 +34,8 @@ NODE_FILES = {
 def described(path: Path) -> tuple[dict[str, Any], list[Problem]]:
     """The document of the archive at `path`, and the problems met describing it."""
     with opened(path) as archive:
-        return describe(archive, detect(archive))
+        description = describe(archive, detect(archive))
+        return description.as_json(), description.problems
 
 
 def owner(key: str, directories: list[str]) -> str:
@@ -97,14 +98,6 @@ def test_folder_metadata_from_0_4_12() -> None:
     assert root["metadata"][""]["_flambe_class"] == "Wrapper"
     assert counter["metadata"][""]["_flambe_class"] == "Counter"
     assert counter["value_types"] == {"label": "str", "count": "int"}
-
-
-def test_archive_folders_are_parents_first_and_sorted(tmp_path: Path) -> None:
-    for name in ("b/c", "a/z/y", "a/b", "c"):
-        (tmp_path / name).mkdir(parents=True)
-    (tmp_path / "a" / "link").symlink_to(tmp_path / "c")
-    relative = [f.relative_to(tmp_path).as_posix() for f in archive_folders(tmp_path)]
-    assert relative == [".", "a", "b", "c", "a/b", "a/z", "b/c", "a/z/y"]
 
 
 def test_links_are_problems_and_not_followed(tmp_path: Path) -> None:

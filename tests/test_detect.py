@@ -13,13 +13,8 @@ import torch
 
 from flambe_compat import validate
 from flambe_compat.container import opened
-from flambe_compat.detect import (
-    LEGACY_TORCH_MAGIC,
-    Detection,
-    detect,
-    file_payload_format,
-    payload_format,
-)
+from flambe_compat.detect import Detection, detect
+from flambe_compat.payload import LEGACY_TORCH_MAGIC, file_payload_format, payload_format
 from tests.corpus import CORPUS, CorpusArchive, archives, copy_of, expected_revision
 
 ARCHIVES = list(archives())

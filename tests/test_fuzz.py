@@ -83,8 +83,7 @@ def check_contract(path: Path, here: Path) -> None:
             event("loaded")  # a flip in tensor bytes, say: fine
         except LoadError:
             event("LoadError")
-        if hasattr(flambe_compat, "validate"):
-            flambe_compat.validate(path)
+        flambe_compat.validate(path)
     assert {folder: sorted(os.listdir(folder)) for folder in before} == before
 
 

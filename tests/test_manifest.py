@@ -5,11 +5,8 @@ from __future__ import annotations
 import copy
 import datetime
 import hashlib
-import io
 import json
 import os
-import pickle
-import pickletools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +17,10 @@ import torch
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from flambe_compat import LoadError, manifest
-from flambe_compat.manifest import (
-    MANIFEST_FILE_NAME,
-    check_archive,
-    check_files,
-    pickle_globals,
-    read_manifest,
-    state_from_payload,
-    unsafe_globals,
-)
+from flambe_compat import LoadError, integrity, load_state_from_file
+from flambe_compat.integrity import check_files, read_manifest, state_from_payload
+from flambe_compat.layout import MANIFEST_FILE_NAME
+from flambe_compat.manifest import unsafe_globals
 from flambe_compat.resources import resource_path
 from flambe_compat.write import write_protocol2
 from tests.test_write_protocol2 import make_state, wrapper_state
@@ -145,9 +136,9 @@ def test_a_flipped_byte_in_any_file_is_caught_naming_it(archive: Path, verify: b
         problems = check_files(archive, load(archive), verify=verify)
         assert [(p.path, p.rule) for p in problems] == [(name, "manifest-sha256")]
         with pytest.raises(LoadError, match=re.escape(f"{archive}: {name}: sha256 ")):
-            check_archive(archive, verify=verify)
+            load_state_from_file(archive, verify=verify)
         path.write_bytes(original)
-    check_archive(archive, verify=True)
+    assert check_files(archive, load(archive), verify=True) == []
 
 
 def test_a_flipped_checksum_in_the_manifest_names_its_file(archive: Path) -> None:
@@ -162,7 +153,7 @@ def test_a_flipped_checksum_in_the_manifest_names_its_file(archive: Path) -> Non
 def test_by_default_large_files_are_size_checked_only(
     archive: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manifest, "HASH_LIMIT", 100)
+    monkeypatch.setattr(integrity, "HASH_LIMIT", 100)
     state_pt = archive / "model/state.pt"
     flip_byte(state_pt)
     assert check_files(archive, load(archive)) == []
@@ -194,7 +185,7 @@ def test_missing_extra_and_linked_files(archive: Path) -> None:
 def test_without_a_manifest_the_archive_is_incomplete(archive: Path) -> None:
     (archive / MANIFEST_FILE_NAME).unlink()
     with pytest.raises(LoadError, match=r"manifest\.json: missing, so the archive is incomplete"):
-        check_archive(archive)
+        load_state_from_file(archive)
 
 
 @pytest.mark.parametrize(
@@ -347,43 +338,6 @@ def test_the_pickle_schema_rejects(payload: dict[str, Any], change: Any) -> None
 def test_a_pickle_that_is_not_a_payload(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="holds a list, not a protocol 2 pickle"):
         state_from_payload([1], tmp_path / "m.pkl")
-
-
-@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
-def test_pickle_globals_in_every_protocol(protocol: int) -> None:
-    data = pickle.dumps([datetime.datetime(2020, 1, 1), {1}, Point(1)], protocol=protocol)
-    assert pickle_globals(data) >= {"datetime.datetime", f"{__name__}.Point"}
-    assert "builtins.set" in pickle_globals(data) or protocol >= 4  # 4+ has EMPTY_SET
-
-
-def test_stack_global_names_traced_through_the_memo() -> None:
-    ops = (
-        b"\x80\x04"
-        + b"\x8c\x02os\x94"  # SHORT_BINUNICODE 'os', MEMOIZE 0
-        + b"\x8c\x04path\x94"  # 'path', MEMOIZE 1
-        + b"\x93\x94"  # STACK_GLOBAL os.path, MEMOIZE 2
-        + b"h\x00\x8c\x06system\x93"  # BINGET 0 ('os'), 'system', STACK_GLOBAL os.system
-        + b"\x86"  # TUPLE2
-        + b"(h\x00t0"  # MARK, BINGET 0, TUPLE, POP: the stack is as it was
-        + b"\x8c\x02nt20"  # 'nt', DUP, POP
-        + b"\x8c\x05spawn\x93"  # 'spawn', STACK_GLOBAL nt.spawn
-        + b"\x86."  # TUPLE2, STOP
-    )
-    pickletools.dis(ops, out=io.StringIO())  # a well-formed pickle
-    assert pickle_globals(ops) == {"os.path", "os.system", "nt.spawn"}
-
-
-def test_stack_global_of_untraceable_names_is_unsafe() -> None:
-    ops = b"\x80\x04K\x01K\x02\x93."  # two integers, then STACK_GLOBAL
-    assert pickle_globals(ops) == {"?"}
-    assert unsafe_globals(pickle_globals(ops)) == ["?"]
-
-
-def test_python_2_names_are_mapped_as_unpickling_maps_them() -> None:
-    assert pickle_globals(b"\x80\x02c__builtin__\nset\nq\x00.") == {"builtins.set"}
-    assert pickle_globals(b"\x80\x02ccopy_reg\n_reconstructor\nq\x00.") == {
-        "copyreg._reconstructor"
-    }
 
 
 def test_unsafe_globals_follow_the_allow_list() -> None:

@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 
 from flambe_compat.archive import Archive
-from flambe_compat.container import opened
-from flambe_compat.detect import REVISIONS
 from flambe_compat.migrate import (
     FLAMBE_READABLE,
     LATEST,
@@ -23,12 +21,13 @@ from flambe_compat.migrate import (
     plan,
     run,
 )
-from flambe_compat.read import read_archive
+from flambe_compat.pipeline import decode as decode_inspection
+from flambe_compat.pipeline import inspected
 from flambe_compat.resources import resource_path
+from flambe_compat.revisions import REVISIONS
 from flambe_compat.state import State
 from flambe_compat.unpickle import Trust
-from flambe_compat.upgrade import check_revision
-from flambe_compat.validate import check
+from flambe_compat.upgrade import step_problems
 from tests.corpus import archives, describe, expected_revision
 
 ARCHIVES = {archive.id: archive for archive in archives()}
@@ -37,10 +36,8 @@ STEPS = {f"{step.source}->{step.target}": step for step in migrations()}
 
 def decode(path: Path) -> Archive:
     """The decoded archive at `path`, as the load path reads it before migrating."""
-    with opened(path) as archive:
-        report = check(archive)
-        report.raise_for_problems()
-        return read_archive(archive, report, Trust())
+    with inspected(path) as inspection:
+        return decode_inspection(inspection, Trust())
 
 
 def summary(archive: Archive) -> dict[str, Any]:
@@ -166,8 +163,8 @@ def test_every_corpus_archive_passes_every_step_check(
 ) -> None:
     archive = decoded[name]
     assert archive.revision == expected_revision(ARCHIVES[name])
-    latest = run(archive, LATEST, check=check_revision)
-    back = run(latest, FLAMBE_READABLE, check=check_revision)
+    latest = run(archive, LATEST, step_problems=step_problems)
+    back = run(latest, FLAMBE_READABLE, step_problems=step_problems)
     assert (latest.revision, back.revision) == (LATEST, FLAMBE_READABLE)
     assert describe(back.state) == describe(latest.state) == describe(run(archive).state)
 
@@ -219,7 +216,7 @@ def test_a_broken_step_stops_the_chain(
     archive = decoded["0.4.11-legacy/wrapper-dir"]
     assert archive.revision == "1.2"
     with pytest.raises(MigrationError) as caught:
-        run(archive, LATEST, check=check_revision)
+        run(archive, LATEST, step_problems=step_problems)
     assert "flambe_compat.migrations.m1_2_to_1_3" in str(caught.value)
     assert message in str(caught.value)
     assert calls == []

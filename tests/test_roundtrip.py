@@ -30,8 +30,7 @@ import torch
 from hypothesis import given, note
 
 from flambe_compat import State, load_state_from_file, save_state_to_file
-from flambe_compat.layout import PROTOCOL_1
-from flambe_compat.manifest import PROTOCOL_2
+from flambe_compat.layout import PROTOCOL_1, PROTOCOL_2
 from flambe_compat.tree import node_metadata
 from flambe_compat.write import archive_path
 from tests.strategies import states

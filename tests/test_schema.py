@@ -33,7 +33,8 @@ Mutation = Callable[[Document], None]
 @functools.cache
 def _document(name: str) -> Document:
     with opened(CORPUS / name) as archive:
-        document, problems = describe(archive, detect(archive))
+        description = describe(archive, detect(archive))
+        document, problems = description.as_json(), description.problems
     assert problems == []
     return document
 
@@ -512,7 +513,7 @@ PICKLE_RULES = [
     ),
     Rule(
         "container directory",
-        put("container", value="directory"),
+        put("container", value="folder"),
         "pickle-1.json#/properties/container/enum",
         "",
     ),

@@ -73,7 +73,7 @@ def round_trips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RoundTrip
 def recorded_original(path: Path) -> Any:
     """The original revision a protocol 2 archive records (manifest or pickle header)."""
     with opened(path) as archive:
-        if archive.is_directory:
+        if archive.is_folder:
             manifest = json.loads((archive.payload / "manifest.json").read_text())
             return manifest["original_revision"]
         return peek_file(archive.payload).value[PICKLE_HEADER_KEY]["original_revision"]
@@ -211,7 +211,7 @@ def damaged_write(monkeypatch: pytest.MonkeyPatch, damage: Callable[[Path], None
             damage(built)
         return built
 
-    monkeypatch.setattr(importlib.import_module("flambe_compat.upgrade"), "write_archive", write)
+    monkeypatch.setattr(importlib.import_module("flambe_compat.write"), "write_archive", write)
 
 
 def disk_full(monkeypatch: pytest.MonkeyPatch) -> Failure:

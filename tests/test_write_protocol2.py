@@ -14,14 +14,21 @@ import torch
 
 import flambe_compat
 from flambe_compat import load_state_from_file
-from flambe_compat.layout import NODE_FILES, REQUIREMENTS_FILE_NAME
-from flambe_compat.manifest import MANIFEST_FILE_NAME, check_archive, state_from_payload
+from flambe_compat.integrity import check_files, read_manifest, state_from_payload
+from flambe_compat.layout import MANIFEST_FILE_NAME, NODE_FILES, REQUIREMENTS_FILE_NAME
 from flambe_compat.state import State
 from flambe_compat.tree import node_metadata, state_to_tree
 from flambe_compat.write import archive_path, write_protocol1, write_protocol2
 
 WRAPPER = Path(__file__).resolve().parent.parent / "fixtures/flambe-corpus/0.4.18-legacy"
 MODES = {"dir": (False, False), "tgz": (True, False), "pkl": (False, True), "pkltgz": (True, True)}
+
+
+def checked_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of `root`, after every file (hashed, whatever its size) matched it."""
+    manifest = read_manifest(root)
+    assert check_files(root, manifest, verify=True) == []
+    return manifest
 
 
 def make_state(nodes: int = 4, width: int = 8, seed: int = 0, stash: Any = None) -> State:
@@ -111,7 +118,7 @@ def test_payloads_load_weights_only_with_mmap_and_hold_each_node(tmp_path: Path,
     state = make()
     root = saved(tmp_path, state)
     tree = state_to_tree(state)
-    manifest = check_archive(root, verify=True)
+    manifest = checked_manifest(root)
     nodes = {node["folder"]: node for node in manifest["nodes"]}
     expected = {"/".join(path): node for path, node in _walk(tree)}
     assert sorted(nodes) == sorted(expected)
@@ -174,4 +181,4 @@ def test_overwrite_rules_as_flambe(tmp_path: Path, mode: str) -> None:
 
 def test_an_empty_folder_is_saved_into(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
-    check_archive(saved(tmp_path, make_state()), verify=True)
+    checked_manifest(saved(tmp_path, make_state()))
