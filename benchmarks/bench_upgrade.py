@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import arguments, flambe_state, header, ratio_line, tensor_bytes
+from benchmarks.common import arguments, flambe_state, header, step_line, tensor_bytes
 from benchmarks.timing import best_times, nothing, remove
 from flambe_compat import load_state_from_file, save_state_to_file, upgrade
 
@@ -37,10 +37,7 @@ def main() -> None:
         )
     size = tensor_bytes(flambe_state(args.size_mb, args.nodes))
     print(header("bench_upgrade", args, size, f"folder, protocol {args.protocol} to 2"))
-    line = ratio_line(
-        "upgrade ratio", times["upgrade"], times["load_save"], "upgrade", "load + save"
-    )
-    print(line)
+    print(step_line("upgrade ratio", times, "upgrade", "load_save", "upgrade", "load + save"))
     print(f"  (of which the load alone: {times['load']:.3f} s)")
 
 

@@ -182,11 +182,10 @@ def run_benchmark(name: str, args: argparse.Namespace, compress: bool = False) -
     written = "default protocol" if args.protocol is None else f"protocol {args.protocol}"
     print(header(name, args, size, f"{container}, {written}"))
     for step, yardstick in STEPS.items():
-        base = times[f"torch_{step}"]
-        print(ratio_line(f"{step} ratio", times[step], base, "flambe_compat", yardstick))
+        print(step_line(f"{step} ratio", times, step, f"torch_{step}", "flambe_compat", yardstick))
     for step, yardstick in STEPS.items():
-        base = times[f"torch_{step}"]
-        print(ratio_line(f"floor {step} ratio", times[f"floor_{step}"], base, "floor", yardstick))
+        label, base = f"floor {step} ratio", f"torch_{step}"
+        print(step_line(label, times, f"floor_{step}", base, "floor", yardstick))
     for step, doing in (("save", "saving"), ("load", "loading")):
         print(
             f"peak RSS while {doing} / tensor bytes: {peaks[step]:.2f} "
@@ -196,8 +195,8 @@ def run_benchmark(name: str, args: argparse.Namespace, compress: bool = False) -
         print("flambe 0.4.18: not timed (--no-flambe, or the oracle is not installed)")
         return
     for step, yardstick in STEPS.items():
-        label, base = f"flambe 0.4.18 {step} ratio", flambe[f"torch_{step}"]
-        print(ratio_line(label, flambe[step], base, "flambe", yardstick))
+        label = f"flambe 0.4.18 {step} ratio"
+        print(step_line(label, flambe, step, f"torch_{step}", "flambe", yardstick))
     print(
         "flambe_compat / flambe 0.4.18 (ratio of the ratios): "
         + ", ".join(
@@ -214,3 +213,11 @@ def relative(times: Mapping[str, float], step: str) -> float:
 def ratio_line(label: str, time: float, base: float, who: str, yardstick: str) -> str:
     """`label: time / base (who time s, yardstick base s)`."""
     return f"{label}: {time / base:.2f} ({who} {time:.3f} s, {yardstick} {base:.3f} s)"
+
+
+def step_line(
+    label: str, times: Mapping[str, float], step: str, base: str, who: str, yardstick: str
+) -> str:
+    """`ratio_line` of wall-clock times, then the ratio of CPU times (see `best_times`)."""
+    line = ratio_line(label, times[step], times[base], who, yardstick)
+    return f"{line}; CPU time ratio {times['cpu_' + step] / times['cpu_' + base]:.2f}"
