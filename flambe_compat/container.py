@@ -114,7 +114,9 @@ def _unpack(source: Path, into: Path) -> str:
     try:
         with (
             gzip_reader(source) as stream,
-            tarfile.open(fileobj=stream, mode="r|", tarinfo=_header_checker(source, cap)) as tar,
+            tarfile.open(
+                fileobj=stream, mode="r|", tarinfo=_header_checker(source, cap), bufsize=_CHUNK
+            ) as tar,
         ):
             for count, member in enumerate(tar, start=1):
                 name = _checked_name(source, member)
