@@ -1,9 +1,11 @@
 """What the benchmarks share: flambe-shaped states, the measurements, the report.
 
 Each benchmark saves and loads one state with flambe_compat and, as the yardstick, the
-same tensors with `torch.save`/`torch.load` in one flat file (zip format); flambe 0.4.18
-is timed the same way in the oracle's process when the oracle is installed. Times are
-best of N; peak memory is measured in a fresh process per load.
+same tensors with `torch.save`/`torch.load` in one flat file (zip format), and measures
+a floor: the same tensor bytes written and read as one plain file per node. flambe
+0.4.18 is timed the same way in the oracle's process when the oracle is installed.
+Loads are timed until every page of every tensor has been read (`timing.touch`). Times
+are best of N; peak memory is measured in a fresh process per save and per load.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.timing import best_times, remove, save_load_steps
+from benchmarks.timing import Step, best_times, nothing, remove, save_load_steps
 from flambe_compat import State, load_state_from_file, save_state_to_file
 from flambe_compat.tree import node_metadata
 from flambe_compat.write import archive_path
@@ -34,7 +36,9 @@ STEPS = {"save": "torch.save", "load": "torch.load"}
 ORACLE_BENCH = Path(__file__).resolve().parent / "oracle_bench.py"
 
 
-def arguments(description: str, size_mb: float, nodes: int) -> argparse.Namespace:
+def arguments(
+    description: str, size_mb: float, nodes: int, protocol: int | None = None
+) -> argparse.Namespace:
     """The command line every benchmark takes, with its own defaults."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--size-mb", type=float, default=size_mb, help="MiB of float32 tensors")
@@ -42,7 +46,11 @@ def arguments(description: str, size_mb: float, nodes: int) -> argparse.Namespac
     parser.add_argument("--repeats", type=int, default=3, help="timings are best of N")
     parser.add_argument("--no-flambe", action="store_true", help="do not time flambe 0.4.18")
     parser.add_argument(
-        "--protocol", type=int, choices=(1, 2), help="the format to save (default: the library's)"
+        "--protocol",
+        type=int,
+        choices=(1, 2),
+        default=protocol,
+        help="the format to save (default: the library's)",
     )
     return parser.parse_args()
 
@@ -67,14 +75,44 @@ def flambe_state(size_mb: float, nodes: int) -> State:
     return state
 
 
-def tensor_bytes(state: State) -> int:
+def tensor_bytes(state: Mapping[str, Any]) -> int:
     return sum(v.numel() * v.element_size() for v in state.values())
 
 
-def peak_load_ratio(loader: str, path: Path, size: int) -> float:
-    """Peak RSS growth while `loader` loads `path` in a fresh process, over `size` bytes."""
+def floor_save(state: Mapping[str, torch.Tensor], folder: Path) -> None:
+    """The floor's save: each node's tensor bytes, one after the other, in one plain file."""
+    nodes: dict[str, list[torch.Tensor]] = {}
+    for key, value in state.items():
+        nodes.setdefault(key.rpartition(".")[0], []).append(value)
+    folder.mkdir()
+    for number, tensors in enumerate(nodes.values()):
+        with (folder / f"{number}.bin").open("wb") as file:
+            for tensor in tensors:
+                file.write(tensor.numpy().data)
+
+
+def floor_load(folder: Path) -> list[bytearray]:
+    """The floor's load: every file of `folder` read whole into memory."""
+    loaded = []
+    for path in sorted(folder.iterdir()):
+        with path.open("rb", buffering=0) as file:
+            buffer = bytearray(os.fstat(file.fileno()).st_size)
+            file.readinto(buffer)
+            loaded.append(buffer)
+    return loaded
+
+
+def floor_steps(state: Mapping[str, torch.Tensor], folder: Path) -> dict[str, Step]:
+    return {
+        "floor_save": (lambda: floor_save(state, folder), lambda: remove(folder)),
+        "floor_load": (lambda: floor_load(folder), nothing),
+    }
+
+
+def peak_ratio(size: int, *command: str) -> float:
+    """Peak RSS growth of `python -m benchmarks.peak_rss COMMAND...` over `size` bytes."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.peak_rss", loader, str(path)],
+        [sys.executable, "-m", "benchmarks.peak_rss", *command],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -82,6 +120,14 @@ def peak_load_ratio(loader: str, path: Path, size: int) -> float:
     )
     rss = json.loads(done.stdout)
     return float(rss["after"] - rss["before"]) * 1024 / size
+
+
+def state_flags(args: argparse.Namespace, compress: bool) -> list[str]:
+    """How `peak_rss save` rebuilds the benchmark's state and saves it as the benchmark does."""
+    flags = ["--size-mb", str(args.size_mb), "--nodes", str(args.nodes)]
+    if args.protocol is not None:
+        flags += ["--protocol", str(args.protocol)]
+    return [*flags, "--compress"] if compress else flags
 
 
 def flambe_times(state: State, flat: Path, work: Path, compress: bool, repeats: int) -> Any:
@@ -98,6 +144,13 @@ def flambe_times(state: State, flat: Path, work: Path, compress: bool, repeats: 
     )
 
 
+def header(name: str, args: argparse.Namespace, size: int, what: str) -> str:
+    return (
+        f"{name}: {size / MIB:.1f} MiB of float32 over {args.nodes} nodes ({what}), "
+        f"best of {args.repeats}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+
+
 def run_benchmark(name: str, args: argparse.Namespace, compress: bool = False) -> None:
     """Measure and print the ratios for a state of `args.size_mb` MiB over `args.nodes`."""
     state = flambe_state(args.size_mb, args.nodes)
@@ -107,38 +160,43 @@ def run_benchmark(name: str, args: argparse.Namespace, compress: bool = False) -
         base, flat = work / "ours", work / "flat.pt"
         archive = archive_path(base, compress, False)
         protocol = {} if args.protocol is None else {"protocol": args.protocol}
-        times = best_times(
-            repeats,
-            save_load_steps(
-                lambda: save_state_to_file(state, base, compress=compress, **protocol),
-                lambda: load_state_from_file(archive),
-                archive,
-                dict(state),
-                flat,
-            ),
+        steps = save_load_steps(
+            lambda: save_state_to_file(state, base, compress=compress, **protocol),
+            lambda: load_state_from_file(archive),
+            archive,
+            dict(state),
+            flat,
         )
-        ours_peak = peak_load_ratio("flambe_compat", archive, size)
-        torch_peak = peak_load_ratio("torch", flat, size)
+        times = best_times(repeats, {**steps, **floor_steps(state, work / "floor")})
+        peaks = {
+            "save": peak_ratio(
+                size, "save", "flambe_compat", str(archive), *state_flags(args, compress)
+            ),
+            "load": peak_ratio(size, "load", "flambe_compat", str(archive)),
+            "torch_save": peak_ratio(size, "save", "torch", str(flat), *state_flags(args, False)),
+            "torch_load": peak_ratio(size, "load", "torch", str(flat)),
+        }
         remove(archive)
         flambe = None if args.no_flambe else flambe_times(state, flat, work, compress, repeats)
     container = "tar.gz" if compress else "folder"
     written = "default protocol" if args.protocol is None else f"protocol {args.protocol}"
-    print(
-        f"{name}: {size / MIB:.1f} MiB of float32 over {args.nodes} nodes "
-        f"({container}, {written}), best of {repeats}, "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
-    )
+    print(header(name, args, size, f"{container}, {written}"))
     for step, yardstick in STEPS.items():
-        print(ratio_line(f"{step} ratio", times, step, "flambe_compat", yardstick))
-    print(
-        f"peak RSS while loading / tensor bytes: {ours_peak:.2f} "
-        f"(torch.load of the flat file: {torch_peak:.2f})"
-    )
+        print(step_line(f"{step} ratio", times, step, f"torch_{step}", "flambe_compat", yardstick))
+    for step, yardstick in STEPS.items():
+        label, base = f"floor {step} ratio", f"torch_{step}"
+        print(step_line(label, times, f"floor_{step}", base, "floor", yardstick))
+    for step, doing in (("save", "saving"), ("load", "loading")):
+        print(
+            f"peak RSS while {doing} / tensor bytes: {peaks[step]:.2f} "
+            f"({STEPS[step]} of the flat file: {peaks['torch_' + step]:.2f})"
+        )
     if flambe is None:
         print("flambe 0.4.18: not timed (--no-flambe, or the oracle is not installed)")
         return
     for step, yardstick in STEPS.items():
-        print(ratio_line(f"flambe 0.4.18 {step} ratio", flambe, step, "flambe", yardstick))
+        label = f"flambe 0.4.18 {step} ratio"
+        print(step_line(label, flambe, step, f"torch_{step}", "flambe", yardstick))
     print(
         "flambe_compat / flambe 0.4.18 (ratio of the ratios): "
         + ", ".join(
@@ -152,6 +210,14 @@ def relative(times: Mapping[str, float], step: str) -> float:
     return times[step] / times[f"torch_{step}"]
 
 
-def ratio_line(label: str, times: Mapping[str, float], step: str, who: str, yardstick: str) -> str:
-    time, base = times[step], times[f"torch_{step}"]
-    return f"{label}: {relative(times, step):.2f} ({who} {time:.3f} s, {yardstick} {base:.3f} s)"
+def ratio_line(label: str, time: float, base: float, who: str, yardstick: str) -> str:
+    """`label: time / base (who time s, yardstick base s)`."""
+    return f"{label}: {time / base:.2f} ({who} {time:.3f} s, {yardstick} {base:.3f} s)"
+
+
+def step_line(
+    label: str, times: Mapping[str, float], step: str, base: str, who: str, yardstick: str
+) -> str:
+    """`ratio_line` of wall-clock times, then the ratio of CPU times (see `best_times`)."""
+    line = ratio_line(label, times[step], times[base], who, yardstick)
+    return f"{line}; CPU time ratio {times['cpu_' + step] / times['cpu_' + base]:.2f}"

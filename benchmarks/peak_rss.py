@@ -1,28 +1,29 @@
-"""Peak memory of one load, in a fresh process: `python -m benchmarks.peak_rss LOADER PATH`.
+"""Peak memory of one save or load, in a fresh process.
 
-LOADER is `flambe_compat` (`load_state_from_file`) or `torch` (`torch.load`). Prints
-`{"before": KiB, "after": KiB}`: the process's peak resident set after the imports and
-after the load. The peak is Linux's `VmHWM`, not `ru_maxrss`: a child started by
-`subprocess` inherits its parent's `ru_maxrss` across exec (the parent's memory image
-is the one exec replaces), so `ru_maxrss` would report the benchmark process's peak.
+    python -m benchmarks.peak_rss load WHO PATH
+    python -m benchmarks.peak_rss save WHO PATH --size-mb MB --nodes N [--protocol P] [--compress]
+
+WHO is `flambe_compat` (`load_state_from_file`, `save_state_to_file`) or `torch`
+(`torch.load`, `torch.save` of the state's tensors as one flat dict). A load is followed
+by reading every page of every tensor (`timing.touch`), so memory-mapped pages count; a
+save first builds the benchmark's state (`common.flambe_state`). Prints `{"before": KiB,
+"after": KiB}`: the process's peak resident set before and after the measured step. The
+peak is Linux's `VmHWM`, not `ru_maxrss`: a child started by `subprocess` inherits its
+parent's `ru_maxrss` across exec (the parent's memory image is the one exec replaces),
+so `ru_maxrss` would report the benchmark process's peak.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from flambe_compat import load_state_from_file
-
-LOADERS: dict[str, Callable[[str], Any]] = {
-    "flambe_compat": load_state_from_file,
-    "torch": torch.load,
-}
+from benchmarks.common import flambe_state
+from benchmarks.timing import touch
+from flambe_compat import load_state_from_file, save_state_to_file
 
 
 def peak_rss_kib() -> int:
@@ -34,11 +35,31 @@ def peak_rss_kib() -> int:
 
 
 def main() -> None:
-    loader, path = sys.argv[1:]
-    before = peak_rss_kib()
-    loaded = LOADERS[loader](path)
-    after = peak_rss_kib()
-    print(json.dumps({"before": before, "after": after, "entries": len(loaded)}))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("step", choices=("save", "load"))
+    parser.add_argument("who", choices=("flambe_compat", "torch"))
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--size-mb", type=float)
+    parser.add_argument("--nodes", type=int)
+    parser.add_argument("--protocol", type=int)
+    parser.add_argument("--compress", action="store_true")
+    args = parser.parse_args()
+    if args.step == "load":
+        load = load_state_from_file if args.who == "flambe_compat" else torch.load
+        before = peak_rss_kib()
+        touch(load(args.path))
+        after = peak_rss_kib()
+    else:
+        state = flambe_state(args.size_mb, args.nodes)
+        protocol = {} if args.protocol is None else {"protocol": args.protocol}
+        before = peak_rss_kib()
+        if args.who == "torch":
+            torch.save(dict(state), args.path)
+        else:
+            base = str(args.path).removesuffix(".tar.gz")
+            save_state_to_file(state, base, compress=args.compress, overwrite=True, **protocol)
+        after = peak_rss_kib()
+    print(json.dumps({"before": before, "after": after}))
 
 
 if __name__ == "__main__":

@@ -14,17 +14,16 @@ cap on the unpacked size against gzip bombs.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import shutil
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from .compress import GZIP_ERRORS, gzip_reader
 from .errors import LoadError
 
 ContainerKind = Literal["folder", "pickle", "tar.gz"]
@@ -113,7 +112,12 @@ def _unpack(source: Path, into: Path) -> str:
     seen: set[str] = set()
     root = ""
     try:
-        with tarfile.open(source, mode="r|gz", tarinfo=_header_checker(source, cap)) as tar:
+        with (
+            gzip_reader(source) as stream,
+            tarfile.open(
+                fileobj=stream, mode="r|", tarinfo=_header_checker(source, cap), bufsize=_CHUNK
+            ) as tar,
+        ):
             for count, member in enumerate(tar, start=1):
                 name = _checked_name(source, member)
                 if member.size < 0:
@@ -177,12 +181,9 @@ def _header_checker(source: Path, cap: int) -> type[tarfile.TarInfo]:
     return CheckedTarInfo
 
 
-_UNREADABLE_TAR = (
+_UNREADABLE_TAR: tuple[type[BaseException], ...] = (
     tarfile.TarError,
-    EOFError,
-    OSError,
-    zlib.error,
-    gzip.BadGzipFile,
+    *GZIP_ERRORS,
     ValueError,  # tarfile's GNU sparse parsing of pax headers does not wrap its errors
     TypeError,  # nor does its gzip header parsing: ord() of a truncated field
 )

@@ -20,7 +20,6 @@ A pickle-only protocol 2 archive holds `pickle_payload(state)`: `{"flambe_compat
 from __future__ import annotations
 
 import json
-import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -29,19 +28,13 @@ from typing import Any
 
 import torch
 
-from .digest import sha256_all
-from .digest import sha256_file as sha256_file  # the writer hashes with it
 from .layout import (
     KEEP_VARS_KEY,
     MANIFEST_FILE_NAME,
     PICKLE_HEADER_KEY,
-    STASH_FILE_NAME,
     STATE_DICT_DELIMETER,
-    STATE_FILE_NAME,
 )
 from .layout import PROTOCOL_2 as PROTOCOL_2
-from .listing import listing, walk
-from .payload import pickle_record, scan_pickle
 from .state import State
 from .tree import SaveTreeNode, _traverse_all_nodes
 from .unpickle import allowed_globals
@@ -66,14 +59,14 @@ def header(original_revision: str | None = None) -> dict[str, Any]:
 
 
 def build_manifest(
-    root: Path,
     tree: SaveTreeNode,
+    files: Mapping[str, tuple[int, str]],
+    named_globals: Iterable[str],
     original_revision: str | None = None,
-    digests: Mapping[Path, str] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of the save folder `root`, written from `tree` (all files in place).
-
-    `digests` holds sha256 digests already known (computed while writing), by path.
+    """The manifest of a save folder written from `tree`, given by its writer: every file
+    but the manifest (POSIX path -> size and sha256, as written) and the globals its
+    payloads' pickles name (`payload.scan_pickle`).
 
     Nodes are listed by folder path, so parents come first and the order is stable.
     """
@@ -81,19 +74,16 @@ def build_manifest(
         manifest_node(path, node)
         for path, node in sorted(_traverse_all_nodes(tree), key=lambda item: item[0])
     ]
-    named = {
-        name
-        for path, _ in _traverse_all_nodes(tree)
-        for payload in (STATE_FILE_NAME, STASH_FILE_NAME)
-        for name in scan_pickle(_torch_pickle(root.joinpath(*path, payload))).globals
-    }
-    unsafe = unsafe_globals(named)
+    unsafe = unsafe_globals(named_globals)
     return {
         **header(original_revision),
         "keep_vars": bool(getattr(tree.state, "_metadata", {}).get(KEEP_VARS_KEY, False)),
         "directories": sorted(node["prefix"] for node in nodes),
         "nodes": nodes,
-        "files": _describe_files(root, digests or {}),
+        "files": [
+            {"path": path, "size": size, "sha256": digest}
+            for path, (size, digest) in sorted(files.items())
+        ],
         "trusted_decoding_required": bool(unsafe),
         "unsafe_globals": unsafe,
     }
@@ -119,28 +109,39 @@ def manifest_node(path: list[str], node: SaveTreeNode) -> dict[str, Any]:
     }
 
 
-def _describe_files(root: Path, known: Mapping[Path, str]) -> list[dict[str, Any]]:
-    sizes = {path: size for path, size in listing(walk(root)).items() if size is not None}
-    sizes.pop(MANIFEST_FILE_NAME, None)
-    unknown = [(root / path, size) for path, size in sizes.items() if root / path not in known]
-    digests = dict(zip((path for path, _ in unknown), sha256_all(unknown), strict=True))
-    return [
-        {"path": path, "size": size, "sha256": known.get(root / path) or digests[root / path]}
-        for path, size in sizes.items()
-    ]
-
-
 def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
-    """Write `manifest.json` (UTF-8, sorted keys, indent 1): the archive's commit marker."""
+    """Write `manifest.json`, the archive's commit marker: UTF-8 JSON with sorted keys,
+    one line per top-level key and one per item of a top-level list (each node, each
+    file). Readable, and written by json's C encoder, which `indent` would turn off."""
     path = root / MANIFEST_FILE_NAME
-    text = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    path.write_text(manifest_text(manifest), encoding="utf-8")
     return path
 
 
-def _torch_pickle(path: Path) -> bytes:
-    with zipfile.ZipFile(path) as archive:
-        return pickle_record(archive)
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The text of `manifest.json` (see `write_manifest`).
+
+    >>> print(manifest_text({"b": [1, {"y": 2, "x": 1}], "a": {"k": []}}), end="")
+    {
+     "a": {"k": []},
+     "b": [
+      1,
+      {"x": 1, "y": 2}
+     ]
+    }
+    """
+
+    def encode(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    lines = []
+    for key, value in sorted(manifest.items()):
+        if isinstance(value, list) and value:
+            items = ",\n".join(f"  {encode(item)}" for item in value)
+            lines.append(f" {encode(key)}: [\n{items}\n ]")
+        else:
+            lines.append(f" {encode(key)}: {encode(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def unsafe_globals(names: Iterable[str]) -> list[str]:

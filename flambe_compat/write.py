@@ -6,7 +6,7 @@ the folder writer and the staging and atomic publishing of `flambe_compat.publis
 protocol 2 adds `manifest.json` (see `flambe_compat.manifest`). Protocol 1 differs from
 flambe, invisibly to its readers: folder names below a dotted folder are right,
 `requirements.txt` comes from `importlib.metadata` instead of `pip freeze`, the archive
-is published atomically, and gzip runs at level 6 instead of 9.
+is published atomically, and gzip is faster (see `flambe_compat.compress`).
 
 >>> import tempfile, pathlib
 >>> from flambe_compat.tree import node_metadata
@@ -22,18 +22,19 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import pickle
-import tarfile
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import dill
 import torch
 
 from .archive import Archive
+from .compress import write_tar_gz
+from .hashing import HashedFile, write_hashed
 from .layout import (
     COMPRESSED_SUFFIX,
     CONFIG_FILE_NAME,
@@ -47,15 +48,14 @@ from .layout import (
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
 )
-from .manifest import PROTOCOL_2, build_manifest, pickle_payload, sha256_file, write_manifest
+from .manifest import PROTOCOL_2, build_manifest, pickle_payload, write_manifest
 from .manifest import REVISION as REVISION_2
+from .payload import scan_pickle
 from .publish import check_target, publish, staging
 from .revisions import info
 from .state import State
 from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
 from .unpickle import LEGACY_STATE
-
-GZIP_LEVEL = 6
 
 
 def archive_path(path: str | Path, compress: bool, pickle_only: bool) -> Path:
@@ -155,8 +155,9 @@ def write_protocol2(
             torch.save(payload, inner, pickle, DEFAULT_PROTOCOL)
         else:
             tree = state_to_tree(state)
-            digests = _write_folder(tree, inner, encoding_for(REVISION_2), requirements_text)
-            write_manifest(inner, build_manifest(inner, tree, original_revision, digests))
+            written = _write_folder(tree, inner, encoding_for(REVISION_2), requirements_text)
+            manifest = build_manifest(tree, written.files, written.named_globals, original_revision)
+            write_manifest(inner, manifest)
 
     return _write_archive(path, compress, pickle_only, overwrite, build)
 
@@ -208,56 +209,110 @@ def _write_archive(
         built = inner
         if compress:
             built = scratch / target.name
-            with tarfile.open(built, mode="w:gz", compresslevel=GZIP_LEVEL) as tar:
-                tar.add(inner, arcname=inner_name)
+            write_tar_gz(inner, inner_name, built)
         publish(built, target, overwrite)
     return target
 
 
 def _write_folder(
     save_tree: SaveTreeNode, root: Path, encoding: Encoding, requirements_text: str | None = None
-) -> dict[Path, str]:
-    """The folder tree and `requirements.txt`; returns the payload digests (protocol 2)."""
-    digests = write_tree(save_tree, root, encoding)
+) -> Written:
+    """The folder tree and `requirements.txt`; returns what was written (see `Written`)."""
+    written = write_tree(save_tree, root, encoding)
     if encoding.requirements:
         text = requirements() if requirements_text is None else requirements_text
-        _write_text(root / REQUIREMENTS_FILE_NAME, text)
-    return digests
+        written.files[REQUIREMENTS_FILE_NAME] = write_hashed(
+            root / REQUIREMENTS_FILE_NAME, text.encode("utf-8")
+        )
+    return written
 
 
-def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> dict[Path, str]:
+@dataclass
+class Written:
+    """What a folder writer wrote: each file (POSIX path below the root) with its size
+    and sha256, and the globals its payloads' pickles name (protocol 2 only)."""
+
+    files: dict[str, tuple[int, str]] = field(default_factory=dict)
+    named_globals: set[str] = field(default_factory=set)
+
+
+def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> Written:
     """One folder per node with flambe's six files, encoded as `encoding` says.
 
-    For protocol 2 the sha256 of every `torch.save` payload is computed on a second
-    thread while the next files are written (the bytes are still in the page cache), and
-    returned by path.
+    For protocol 2 every file is hashed from the bytes being written (large chunks on a
+    helper thread, see `flambe_compat.hashing`) and every payload's pickle is kept for
+    the manifest's scan of globals. Nodes are written one after the other: threads
+    writing several nodes at once fight over the GIL and made saves slower, not faster.
     """
-    hashing: dict[Path, Future[str]] = {}
+    written = Written()
     with ThreadPoolExecutor(max_workers=1) as hasher:
         for node_path, node in _traverse_all_nodes(save_tree):
-            folder = root.joinpath(*node_path)
-            folder.mkdir(parents=True, exist_ok=True)
-            state = node.state if encoding.node_metadata else OrderedDict(node.state)
-            payloads = [(state, folder / STATE_FILE_NAME)]
-            if encoding.torch_stash:
-                payloads.append((node.object_stash, folder / STASH_FILE_NAME))
-            else:
-                with (folder / STASH_FILE_NAME).open("wb") as file:
-                    encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
-            for value, path in payloads:
-                torch.save(value, path, encoding.pickle_module, encoding.pickle_protocol)
-                if encoding.protocol == PROTOCOL_2:
-                    hashing[path] = hasher.submit(sha256_file, path)
-            _write_text(folder / VERSION_FILE_NAME, f"{node.class_name}:{node.version}")
-            _write_text(folder / SOURCE_FILE_NAME, node.source_code)
-            _write_text(folder / CONFIG_FILE_NAME, node.config)
-            _write_text(folder / PROTOCOL_VERSION_FILE_NAME, str(encoding.protocol))
-        return {path: digest.result() for path, digest in hashing.items()}
+            files, pickles = _write_node(node_path, node, root, encoding, hasher)
+            written.files.update(files)
+            for data in pickles:
+                written.named_globals |= scan_pickle(data).globals
+    return written
 
 
-def _write_text(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8", newline="") as file:
-        file.write(text)
+def _write_node(
+    node_path: list[str], node: SaveTreeNode, root: Path, encoding: Encoding, hasher: Executor
+) -> tuple[dict[str, tuple[int, str]], list[bytes]]:
+    """One node's folder; returns its files' sizes and digests and its payloads' pickles
+    (both only for protocol 2)."""
+    folder = root.joinpath(*node_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = "".join(f"{part}/" for part in node_path)
+    state = node.state if encoding.node_metadata else OrderedDict(node.state)
+    payloads = [(state, STATE_FILE_NAME)]
+    if encoding.torch_stash:
+        payloads.append((node.object_stash, STASH_FILE_NAME))
+    else:
+        with (folder / STASH_FILE_NAME).open("wb") as file:
+            encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
+    texts = {
+        VERSION_FILE_NAME: f"{node.class_name}:{node.version}",
+        SOURCE_FILE_NAME: node.source_code,
+        CONFIG_FILE_NAME: node.config,
+        PROTOCOL_VERSION_FILE_NAME: str(encoding.protocol),
+    }
+    if encoding.protocol != PROTOCOL_2:
+        for value, name in payloads:
+            torch.save(value, folder / name, encoding.pickle_module, encoding.pickle_protocol)
+        for name, text in texts.items():
+            (folder / name).write_bytes(text.encode("utf-8"))
+        return {}, []
+    files: dict[str, tuple[int, str]] = {}
+    pickles = []
+    for value, name in payloads:
+        kept = _KeptPickle(encoding.pickle_module)
+        with HashedFile(folder / name, hasher) as hashed:
+            torch.save(value, cast(IO[bytes], hashed), kept, encoding.pickle_protocol)
+        files[prefix + name] = (hashed.size, hashed.sha256)
+        pickles.append(kept.data)
+    for name, text in texts.items():
+        files[prefix + name] = write_hashed(folder / name, text.encode("utf-8"))
+    return files, pickles
+
+
+class _KeptPickle:
+    """A pickle module for `torch.save` that keeps the last pickle dumped (`data.pkl`),
+    for the manifest's scan of globals without reading the payload back."""
+
+    def __init__(self, base: Any) -> None:
+        kept = self
+        self.__name__ = f"{__name__}.kept_{base.__name__}"
+        self.data = b""
+
+        class Pickler(base.Pickler):  # type: ignore[misc]
+            def __init__(self, file: Any, protocol: int | None = None) -> None:
+                super().__init__(file, protocol)
+                self._buffer = file
+
+            def dump(self, obj: Any) -> None:
+                super().dump(obj)
+                kept.data = self._buffer.getvalue()
+
+        self.Pickler = Pickler
 
 
 @functools.cache

@@ -15,7 +15,16 @@ from tests.oracle import REPO, find_oracle
 
 SCRIPTS = sorted(p.stem for p in (REPO / "benchmarks").glob("bench_*.py"))
 TINY = ("--size-mb", "2", "--nodes", "4", "--repeats", "1", "--protocol", "1")
-RATIOS = ("save ratio", "load ratio", "peak RSS while loading / tensor bytes")
+RATIOS = (
+    "save ratio",
+    "load ratio",
+    "floor save ratio",
+    "floor load ratio",
+    "peak RSS while saving / tensor bytes",
+    "peak RSS while loading / tensor bytes",
+)
+SAVE_LOAD = ("bench_compress", "bench_large", "bench_many_nodes")
+OTHER_RATIOS = {"bench_upgrade": ("upgrade ratio",), "bench_validate": ("validate ratio",)}
 
 
 def run_small(script: str, *flags: str) -> str:
@@ -36,12 +45,17 @@ def assert_ratios(out: str, labels: tuple[str, ...]) -> None:
 
 
 def test_every_benchmark_is_checked() -> None:
-    assert SCRIPTS == ["bench_compress", "bench_large", "bench_many_nodes"]
+    assert sorted([*SAVE_LOAD, *OTHER_RATIOS]) == SCRIPTS
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", SAVE_LOAD)
 def test_benchmark_runs_small(script: str) -> None:
     assert_ratios(run_small(script, "--no-flambe"), RATIOS)
+
+
+@pytest.mark.parametrize("script", sorted(OTHER_RATIOS))
+def test_other_benchmark_runs_small(script: str) -> None:
+    assert_ratios(run_small(script), OTHER_RATIOS[script])
 
 
 @pytest.mark.oracle

@@ -165,9 +165,16 @@ def test_manifest_records_writer_time_and_original_revision(tmp_path: Path) -> N
     assert before <= created <= datetime.datetime.now(datetime.timezone.utc)
 
 
-def test_manifest_is_sorted_json_with_indent_1(tmp_path: Path) -> None:
+def test_manifest_is_sorted_json_one_line_per_node_and_file(tmp_path: Path) -> None:
     text = (saved(tmp_path, make_state()) / MANIFEST_FILE_NAME).read_text(encoding="utf-8")
-    assert text == json.dumps(json.loads(text), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    manifest = json.loads(text)
+    assert list(manifest) == sorted(manifest)
+    lines = text.splitlines()
+    for entry in (*manifest["nodes"], *manifest["files"]):
+        line = f"  {json.dumps(entry, sort_keys=True, ensure_ascii=False)}"
+        assert line in lines or f"{line}," in lines
+    lists = [value for value in manifest.values() if isinstance(value, list) and value]
+    assert len(lines) == 2 + len(manifest) + sum(1 + len(value) for value in lists)
 
 
 @pytest.mark.parametrize("mode", MODES)

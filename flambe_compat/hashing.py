@@ -1,0 +1,94 @@
+"""Files hashed while they are written: the sha256 comes from the bytes in memory.
+
+A protocol 2 save lists every file's size and sha256 in its manifest. Reading the files
+back to hash them would cost a second pass over every byte; instead `HashedFile` hashes
+what goes through it. A large chunk (a tensor's bytes, handed over by `torch.save` in
+one piece) is hashed on another thread while this one writes it: sha256 and the write
+system call both release the GIL, so the hash costs no time when a core is free.
+
+>>> import hashlib, tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "f"
+>>> with HashedFile(path) as file:
+...     _ = file.write(b"abc")
+>>> file.size, file.sha256 == hashlib.sha256(b"abc").hexdigest()
+(3, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import Executor
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+PARALLEL_BYTES = 1 << 20
+"""Chunks at least this large are hashed on the helper thread, smaller ones inline: a
+thread hand-off costs more than hashing a zip header."""
+
+
+class HashedFile:
+    """A new binary file (refusing to replace one) that hashes what is written to it.
+
+    With `hasher`, chunks of `PARALLEL_BYTES` or more are hashed there while they are
+    written; `write` returns once both are done, so the caller may reuse its buffer.
+    """
+
+    def __init__(self, path: Path, hasher: Executor | None = None) -> None:
+        self._file = path.open("xb")
+        self._digest = hashlib.sha256()
+        self._hasher = hasher
+        self._pending = bytearray()
+        """Small chunks (zip headers...) gathered for one write and one hash update."""
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if view.nbytes < PARALLEL_BYTES:
+            self._pending += view
+        else:
+            self.flush()
+            if self._hasher is None:
+                self._digest.update(view)
+                self._file.write(view)
+            else:
+                hashed = self._hasher.submit(self._digest.update, view)
+                try:
+                    self._file.write(view)
+                finally:
+                    hashed.result()
+        self.size += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        if self._pending:
+            self._digest.update(self._pending)
+            self._file.write(self._pending)
+            self._pending.clear()
+
+    @property
+    def sha256(self) -> str:
+        self.flush()
+        return self._digest.hexdigest()
+
+    def __enter__(self) -> HashedFile:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if kind is None:
+                self.flush()
+        finally:
+            self._file.close()
+
+
+def write_hashed(path: Path, data: bytes) -> tuple[int, str]:
+    """Write `data` to the new file `path`; returns its size and sha256."""
+    with HashedFile(path) as file:
+        file.write(data)
+    return file.size, file.sha256
