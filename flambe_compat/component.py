@@ -6,14 +6,14 @@ folder-per-Component format needs. Subclasses register their tag as they are def
 `register_attrs` adds plain attributes to the state, `_state` / `_load_state` are hooks
 for anything else. Inherit from `Component` before `torch.nn.Module`, as with flambe.
 
->>> class Counter(Component):
+>>> class DocCounter(Component):
 ...     def __init__(self, start=0):
 ...         self.count = start
 ...         self.register_attrs("count")
->>> state = Counter(5).get_state()
+>>> state = DocCounter(5).get_state()
 >>> dict(state), state._metadata[""]["_flambe_class"]
-({'count': 5}, 'Counter')
->>> fresh = Counter(); fresh.load_state(state); fresh.count
+({'count': 5}, 'DocCounter')
+>>> fresh = DocCounter(); fresh.load_state(state); fresh.count
 5
 """
 
@@ -53,12 +53,12 @@ class registrable_factory:
 
     Put it above `@classmethod`, as in flambe:
 
-    >>> class Model(Component):
+    >>> class DocModel(Component):
     ...     @registrable_factory
     ...     @classmethod
     ...     def small(cls):
     ...         return cls()
-    >>> "small" in Model._yaml_registered_factories
+    >>> "small" in DocModel._yaml_registered_factories
     True
     """
 

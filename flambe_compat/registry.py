@@ -225,7 +225,8 @@ def _all_subclasses(cls: type) -> list[type]:
     seen: list[type] = []
     pending = [cls]
     while pending:
-        for sub in pending.pop().__subclasses__():
+        subclasses: list[type] = pending.pop().__subclasses__()
+        for sub in subclasses:
             if sub not in seen:
                 seen.append(sub)
                 pending.append(sub)
