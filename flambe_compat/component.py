@@ -96,23 +96,23 @@ def _source(cls: type) -> str:
         return ""
 
 
-def version_mismatch(class_name: str, saved: str, current: str) -> str | None:
-    """flambe's rule: a major-version difference is an error (None when compatible).
-
-    Versions are compared only when every part of the saved one is at least 1, as in
-    flambe (`0.0.0`, the default, opts out).
-    """
-    saved_parts, current_parts = saved.split("."), current.split(".")
+def semantic(version: str) -> bool:
+    """Whether flambe compared `version` semantically: every part at least 1 (`0.0.0`, the
+    default, opts out)."""
     try:
-        opted_in = min(int(part) for part in saved_parts) > 0
+        return min(int(part) for part in version.split(".")) > 0
     except ValueError:
-        return None
-    if not opted_in or saved_parts[0] == current_parts[0]:
+        return False
+
+
+def version_mismatch(class_name: str, saved: str, current: str) -> str | None:
+    """flambe's rule: a major-version difference is an error (None when compatible)."""
+    if not semantic(saved) or saved.split(".")[0] == current.split(".")[0]:
         return None
     return (
         f"class {class_name} is version {current} but the archive holds version {saved}; "
         "register how its state changed: @flambe_compat.register_class_migration("
-        f"{class_name!r}, {saved_parts[0] + '.x'!r}, {current!r})"
+        f"{class_name!r}, {saved.split('.')[0] + '.x'!r}, {current!r})"
     )
 
 
@@ -349,7 +349,10 @@ class Component:
             problem = version_mismatch(type(self).__name__, saved, type(self)._flambe_version)
             if problem is not None:
                 raise LoadError(f"node {prefix[:-1] or '(root)'}: {problem}")
-            if saved.split(".")[:2] != type(self)._flambe_version.split(".")[:2]:
+            if (
+                semantic(saved)
+                and saved.split(".")[:2] != type(self)._flambe_version.split(".")[:2]
+            ):
                 logger.warning(
                     "%s: saved version %s differs from %s",
                     type(self).__name__,

@@ -42,7 +42,7 @@ from .registry import registry as default_registry
 from .state import State
 from .yamlconfig import parse_config
 
-__all__ = ["components", "rebuild"]
+__all__ = ["build_root", "components", "from_config", "migrate_versions", "rebuild"]
 
 logger = logging.getLogger(__name__)
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -119,6 +119,21 @@ def build_root(
     if not isinstance(stash, dict):
         raise LoadError("the root's _flambe_stash is not a mapping")
     return build(config.root, stash, config.extensions, trusted=trusted)
+
+
+def from_config(
+    text: str,
+    *,
+    registry: Registry | None = None,
+    stash: dict[str, Any] | None = None,
+    trusted: bool = False,
+) -> Any:
+    """Build the object a config describes (no state; extension modules are not imported)."""
+    if registry is None:
+        import_builtins()
+        registry = default_registry
+    config = parse_config(text, registry)
+    return build(config.root, stash or {}, config.extensions, trusted=trusted)
 
 
 def _import_extension(module: str, requirement: str, allowed: bool, auto_install: bool) -> None:

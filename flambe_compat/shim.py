@@ -39,7 +39,10 @@ _ROOT = "flambe"
 _BUILTINS = "flambe_compat.builtins"
 _ALIASES = {
     "flambe.compile.serialization": "flambe_compat.serialization",
+    "flambe.nn.embedder": f"{_BUILTINS}.nn.embedding",  # 0.4.3's module
 }
+_FLATTENED = ("flambe.nlp.transformers.",)
+"""Packages of flambe ported as one module: their submodules all alias to it."""
 _lock = threading.Lock()
 
 
@@ -113,6 +116,9 @@ class _Finder(importlib.abc.MetaPathFinder):
         if _synthetic_name(fullname):
             return importlib.machinery.ModuleSpec(fullname, _Loader(None), is_package=True)
         aliased = _ALIASES.get(fullname) or f"{_BUILTINS}.{fullname[len(_ROOT) + 1 :]}"
+        for flattened in _FLATTENED:
+            if fullname.startswith(flattened):
+                aliased = f"{_BUILTINS}.{flattened[len(_ROOT) + 1 : -1]}"
         try:
             found = importlib.util.find_spec(aliased)
         except ModuleNotFoundError:
