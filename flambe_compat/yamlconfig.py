@@ -51,6 +51,8 @@ _SCALAR_TAGS = frozenset(
     _STANDARD + name for name in ("str", "int", "float", "bool", "null", "binary", "timestamp")
 )
 _MERGE_TAG = _STANDARD + "merge"
+_IN_PROGRESS = -1
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _LibyamlLoader = getattr(libyaml, "CSafeLoader", libyaml.SafeLoader)
 
 
@@ -231,9 +233,11 @@ class _Builder:
     def _size(self, node: Node) -> int:
         """Nodes under `node` with aliases expanded, memoized per node (capped)."""
         known = self._sizes.get(id(node))
+        if known == _IN_PROGRESS:
+            raise LoadError(f"{_where(node, '')}: a node contains itself (a recursive alias)")
         if known is not None:
             return known
-        self._sizes[id(node)] = MAX_NODES + 1  # a node inside itself: infinite
+        self._sizes[id(node)] = _IN_PROGRESS
         total = 1
         for child in _children(node):
             total += self._size(child)
@@ -327,7 +331,7 @@ class _Builder:
                 if not isinstance(key, str):
                     raise LoadError(f"{_where(node, path)}: argument name {key!r} is not a string")
                 spec.keywords[key] = value
-        elif not isinstance(node, ScalarNode) or self._scalar(node, path) is not None:
+        elif not isinstance(node, ScalarNode) or node.value not in _NULLS:
             raise LoadError(
                 f"{_where(node, path)}: {tag} takes a mapping of keyword arguments, "
                 f"not a {'sequence' if isinstance(node, SequenceNode) else 'scalar'}"
@@ -400,8 +404,21 @@ def _represent_object(representer: _Representer, obj: Any) -> Any:
     return representer.represent_mapping(tag, saved)
 
 
-def _represent_tuple(representer: _Representer, value: tuple[Any, ...]) -> Any:
-    return representer.represent_sequence(_STANDARD + "seq", list(value))
+_BREAKS = frozenset("\r\x85\u2028\u2029")
+
+
+def _represent_str(representer: _Representer, value: str) -> Any:
+    """Double-quoted (escaped) when the text holds a line break other than `\\n`, which
+    single-quoted and plain scalars would fold into a space."""
+    if _BREAKS.intersection(value):
+        return representer.represent_scalar(_STANDARD + "str", value, style='"')
+    return representer.represent_str(value)
+
+
+def _represent_sequence(representer: _Representer, value: list[Any] | tuple[Any, ...]) -> Any:
+    """Lists of scalars in flow style (`sizes: [3, 3]`), as flambe's configs show them."""
+    flow = all(isinstance(item, str | int | float | None) for item in value)
+    return representer.represent_sequence(_STANDARD + "seq", list(value), flow_style=flow)
 
 
 def _path_to(root: Any, target: Any, seen: set[int]) -> list[str] | None:
@@ -424,14 +441,16 @@ def _path_to(root: Any, target: Any, seen: set[int]) -> list[str] | None:
 _Representer.add_representer(Spec, _represent_spec)
 _Representer.add_representer(LinkRef, _represent_link)
 _Representer.add_representer(StashRef, _represent_stash)
-_Representer.add_representer(tuple, _represent_tuple)
+_Representer.add_representer(tuple, _represent_sequence)
+_Representer.add_representer(list, _represent_sequence)
+_Representer.add_representer(str, _represent_str)
 _Representer.add_multi_representer(object, lambda r, o: _represent_object(r, o))
 
 
 def _dumper(root: Any) -> tuple[YAML, _Representer]:
     dumper = YAML(typ="safe", pure=True)
     dumper.Representer = _Representer
-    dumper.default_flow_style = None
+    dumper.default_flow_style = False
     representer = dumper.representer
     assert isinstance(representer, _Representer)
     representer.sort_base_mapping_type_on_output = False
