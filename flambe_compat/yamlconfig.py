@@ -51,6 +51,7 @@ _SCALAR_TAGS = frozenset(
     _STANDARD + name for name in ("str", "int", "float", "bool", "null", "binary", "timestamp")
 )
 _MERGE_TAG = _STANDARD + "merge"
+_PLAIN_TAGS = _SCALAR_TAGS | {_STANDARD + "map", _STANDARD + "seq", _MERGE_TAG}
 _IN_PROGRESS = -1
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _LibyamlLoader = getattr(libyaml, "CSafeLoader", libyaml.SafeLoader)
@@ -185,6 +186,58 @@ def parse_config(
         on_extensions(extensions)
     root = builder.build(documents[-1], "")
     return Config(extensions, root, builder.specs)
+
+
+@dataclass(frozen=True)
+class TaggedNode:
+    """A tag in a config: where it is, and what it names (None when the registry lacks it)."""
+
+    path: str
+    line: int
+    tag: str
+    resolved: Resolved | None
+
+
+def tagged_nodes(text: str, registry: Registry) -> list[TaggedNode]:
+    """Every tag of a config's object document, resolved or not, without building anything.
+
+    Links (`!@`, `!link`, `!call`) and stash entries (`!$`) are listed as resolved to
+    nothing but are not missing; an alias is listed once, where its anchor is.
+    """
+    if len(text) > MAX_CONFIG_CHARACTERS:
+        raise LoadError(f"config larger than {MAX_CONFIG_CHARACTERS} characters, not read")
+    _check_depth(text)
+    try:
+        documents = [d for d in YAML(typ="safe", pure=True).compose_all(text) if d is not None]
+    except (YAMLError, RecursionError) as error:
+        raise LoadError(f"config is not valid YAML: {' '.join(str(error).split())}") from None
+    if not documents:
+        return []
+    found: list[TaggedNode] = []
+    seen: set[int] = set()
+    pending: list[tuple[Node, str]] = [(documents[-1], "")]
+    while pending:
+        node, path = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        tag = _tag(node)
+        if tag not in _PLAIN_TAGS:
+            resolved = None if is_reference(tag) else registry.lookup(tag)
+            shown = "!!" + tag[len(_STANDARD) :] if tag.startswith(_STANDARD) else tag
+            found.append(TaggedNode(path, node.start_mark.line + 1, shown, resolved))
+        if isinstance(node, SequenceNode):
+            pending.extend((c, f"{path}[{i}]") for i, c in reversed(list(enumerate(node.value))))
+        elif isinstance(node, MappingNode):
+            for key, value in reversed(node.value):
+                name = str(key.value) if isinstance(key, ScalarNode) else "?"
+                pending.append((value, f"{path}.{name}" if path else name))
+    return found
+
+
+def is_reference(tag: str) -> bool:
+    """Whether `tag` is a link or a stash entry rather than a class."""
+    return tag in LINK_TAGS or tag in (CALL_TAG, STASH_TAG)
 
 
 def _check_depth(text: str) -> None:
