@@ -319,11 +319,13 @@ def _inspect(args: argparse.Namespace) -> int:
         try:
             cli_objects.import_plugins(args.plugins)
             text, _ = cli_objects.render_objects(path)
-        except Exception as error:  # a user's plugin or a bad config
-            print(f"flambe-compat: {type(error).__name__}: {error}", file=sys.stderr)
-            return EXIT_INVALID if isinstance(error, LoadError) else EXIT_USAGE
+        except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             return EXIT_INVALID
+        except Exception as error:  # a user's plugin: whatever it raises is a usage error
+            message = f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}"
+            print(message, file=sys.stderr)
+            return EXIT_USAGE
         print(text)
         return EXIT_VALID
     if args.json:
