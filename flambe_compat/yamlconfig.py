@@ -105,7 +105,6 @@ class Config:
 
     extensions: dict[str, str]
     root: Any
-    specs: list[Spec] = field(default_factory=list)
 
 
 def link_text(schematic: list[str], attrs: list[str]) -> str:
@@ -185,7 +184,7 @@ def parse_config(
     if on_extensions is not None:
         on_extensions(extensions)
     root = builder.build(documents[-1], "")
-    return Config(extensions, root, builder.specs)
+    return Config(extensions, root)
 
 
 @dataclass(frozen=True)
@@ -270,7 +269,6 @@ class _Builder:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.specs: list[Spec] = []
         self._values: dict[int, Any] = {}
         self._sizes: dict[int, int] = {}
         self._scalars = YAML(typ="safe", pure=True).constructor
@@ -378,7 +376,6 @@ class _Builder:
             raise LoadError(f"{_where(node, path)}: {error}") from None
         spec = Spec(resolved, {}, path)
         self._values[id(node)] = spec
-        self.specs.append(spec)
         if isinstance(node, MappingNode):
             for key, value in self._mapping(node, path).items():
                 if not isinstance(key, str):
