@@ -443,7 +443,57 @@ def _flambe_side(version: str, out: str) -> None:
     torch.save(results, out)
 
 
+SIGNATURE_MODULES = [
+    "nn",
+    "nn.distance",
+    "nlp.classification",
+    "nlp.language_modeling",
+    "nlp.fewshot",
+    "vision.classification",
+    "field",
+    "tokenizer",
+]
+FACTORIES = {"Embeddings": "from_pretrained", "TextField": "from_embeddings"}
+
+
+def signatures(root: str) -> dict[str, list[list[str]]]:
+    """`{module.Class[.factory]: [[argument, repr(default)], ...]}` of the public classes.
+
+    Our `**legacy` (older releases' argument names) is left out.
+    """
+    import inspect
+
+    found: dict[str, list[list[str]]] = {}
+    for module_path in SIGNATURE_MODULES:
+        module = importlib.import_module(f"{root}.{module_path}")
+        names = getattr(module, "__all__", None) or [
+            name for name, value in vars(module).items() if isinstance(value, type)
+        ]
+        for name in names:
+            cls = getattr(module, name)
+            if not isinstance(cls, type) or cls.__init__ is object.__init__:
+                continue
+            targets = {f"{module_path}.{name}": cls.__init__}
+            if name in FACTORIES:
+                targets[f"{module_path}.{name}.{FACTORIES[name]}"] = getattr(cls, FACTORIES[name])
+            for key, function in targets.items():
+                parameters = inspect.signature(function).parameters.values()
+                found[key] = [
+                    [p.name, "" if p.default is p.empty else repr(p.default)]
+                    for p in parameters
+                    if p.name not in ("self", "cls", "legacy")
+                ]
+    return found
+
+
 if __name__ == "__main__":
+    import json
     import sys
 
-    _flambe_side(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "signatures":
+        import flambe.compile.serialization as serialization
+
+        serialization.setup_default_modules = lambda: None  # needs ray
+        print(json.dumps(signatures("flambe")))
+    else:
+        _flambe_side(sys.argv[1], sys.argv[2])

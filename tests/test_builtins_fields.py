@@ -94,9 +94,11 @@ def test_text_field_takes_every_release_arguments() -> None:
     )
     from_dict = TextField(embeddings_info={"embeddings": "w2v.bin", "embeddings_binary": True})
     assert from_dict.embeddings_info == EmbeddingsInformation("w2v.bin", embeddings_binary=True)
-    factory = TextField.from_embeddings("vectors", setup_all_embeddings=True, lower=True)
+    factory = TextField.from_embeddings("vectors", build_vocab_from_embeddings=True, lower=True)
     assert factory.lower and factory.embeddings_info is not None
     assert factory.embeddings_info.build_vocab_from_embeddings
+    with pytest.raises(TypeError, match="unexpected keyword arguments: colour"):
+        TextField(colour="red")
     with pytest.raises(ValueError, match="simultaneously"):
         TextField(embeddings="a", embeddings_info=EmbeddingsInformation("b"))
     for field in (legacy, TextField(model=object())):

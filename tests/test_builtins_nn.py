@@ -161,6 +161,8 @@ def test_embedder_written_by_0_4_3_passes_a_float_mask() -> None:
     embedder(IDS)
     assert embedder.pad_index == embedder.padding_idx == 0
     assert torch.equal(encoder.calls[-1]["mask"], MASK.float())
+    with pytest.raises(TypeError, match="unexpected keyword arguments: pad"):
+        Embedder(Embeddings(10, 4), encoder, pad=0)
 
 
 @pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
@@ -183,7 +185,7 @@ def test_rnn_encoder_refuses_unknown_types(missing: Any) -> None:
     with pytest.raises(ValueError, match="Unkown rnn type"):
         RNNEncoder(4, 3, rnn_type="transformer")
     missing("sru")
-    with pytest.raises(LoadError, match=r"'sru'.*pip install sru"):
+    with pytest.raises(LoadError, match=r"'sru'.*pip install 'flambe-compat\[sru\]'"):
         RNNEncoder(4, 3, rnn_type="sru")
 
 

@@ -20,7 +20,7 @@ import torch
 
 import flambe_compat.builtins  # noqa: F401  (registers the classes)
 from flambe_compat.state import State
-from tests.builtins_cases import CASES, run_case
+from tests.builtins_cases import CASES, run_case, signatures
 from tests.oracle import REPO, find_oracle
 
 ORACLE = find_oracle()
@@ -124,3 +124,27 @@ def test_same_state_same_outputs(
     reloaded = _plain_state(obj.get_state())
     if case.get("same_keys", True):
         assert_same(reloaded, theirs, "state after load")
+
+
+NOT_PORTED = {
+    "nlp.classification.NewsGroupDataset",
+    "nlp.classification.SSTDataset",
+    "nlp.classification.TRECDataset",
+    "nlp.language_modeling.CorpusSampler",
+    "nlp.language_modeling.Enwiki8",
+    "nlp.language_modeling.PTBDataset",
+    "nlp.language_modeling.Wiki103",
+    "vision.classification.MNISTDataset",
+}
+OLDER_RELEASES_ONLY = {"tokenizer.BPETokenizer"}
+
+
+def test_constructor_signatures_are_flambe_0_4_18s() -> None:
+    """Same argument names, order and defaults: configs record every default."""
+    assert ORACLE is not None
+    theirs = ORACLE.run(REPO / "tests" / "builtins_cases.py", "signatures")
+    ours = signatures("flambe_compat.builtins")
+    assert set(theirs) - set(ours) == NOT_PORTED
+    assert set(ours) - set(theirs) == OLDER_RELEASES_ONLY
+    for name in set(theirs) & set(ours):
+        assert ours[name] == theirs[name], name

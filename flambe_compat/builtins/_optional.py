@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 from ..errors import LoadError
 
-_PIP_NAMES = {"sru": "sru", "nltk": "nltk", "fastBPE": "fastBPE", "transformers": "transformers"}
+_INSTALL = {"sru": "'flambe-compat[sru]'", "nltk": "'flambe-compat[nltk]'"}
 
 
 def require(module: str, user: str) -> ModuleType:
@@ -26,10 +27,9 @@ def require(module: str, user: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = _PIP_NAMES.get(module, module)
         raise LoadError(
             f"{user} needs the optional package {module!r}, which is not installed; "
-            f"install it (pip install {package}) to load this object"
+            f"install it (pip install {_INSTALL.get(module, module)}) to load this object"
         ) from None
 
 
@@ -39,3 +39,14 @@ def not_ported(user: str, dependency: str, why: str) -> LoadError:
         f"{user} is not ported to flambe_compat: it needs the optional dependency "
         f"{dependency!r} ({why}); rebuild this part of the model with {dependency} directly"
     )
+
+
+def legacy_arguments(user: str, given: dict[str, Any], names: set[str]) -> dict[str, Any]:
+    """The older releases' argument names in `given` (any other name is a `TypeError`).
+
+    They stay out of the signature, so the defaults a config records are the 0.4.18 ones.
+    """
+    unexpected = sorted(set(given) - names)
+    if unexpected:
+        raise TypeError(f"{user} got unexpected keyword arguments: {', '.join(unexpected)}")
+    return given

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ...component import registrable_factory
-from .._optional import not_ported
+from .._optional import legacy_arguments, not_ported
 from ..tokenizer import Tokenizer, WordTokenizer
 from .field import Field
 
@@ -67,8 +67,9 @@ class TextField(Field):
         setup_all_embeddings: bool = False,
         additional_special_tokens: list[str] | None = None,
         vocabulary: Iterable[str] | str | None = None,
-        model: Any = None,
+        **legacy: Any,
     ) -> None:
+        legacy = legacy_arguments("TextField", legacy, {"model"})
         if isinstance(embeddings_info, Mapping):
             embeddings_info = EmbeddingsInformation(**embeddings_info)
         if embeddings:
@@ -92,7 +93,7 @@ class TextField(Field):
         self.sos = sos_token
         self.eos = eos_token
         self.embeddings_info = embeddings_info
-        self.model = model
+        self.model = legacy.get("model")
         self.embedding_matrix: torch.Tensor | None = None
         self.max_seq_len = max_seq_len
         self.truncate_end = truncate_end
@@ -114,18 +115,14 @@ class TextField(Field):
         unk_init_all: bool = False,
         drop_unknown: bool = False,
         additional_special_tokens: list[str] | None = None,
-        setup_all_embeddings: bool = False,
         **kwargs: Any,
     ) -> TextField:
-        """A field whose `setup` takes its vocabulary from pretrained embeddings.
-
-        `setup_all_embeddings` is 0.4.11-0.4.13's name of `build_vocab_from_embeddings`.
-        """
+        """A field whose `setup` takes its vocabulary from pretrained embeddings."""
         info = EmbeddingsInformation(
             embeddings=embeddings,
             embeddings_format=embeddings_format,
             embeddings_binary=embeddings_binary,
-            build_vocab_from_embeddings=build_vocab_from_embeddings or setup_all_embeddings,
+            build_vocab_from_embeddings=build_vocab_from_embeddings,
             unk_init_all=unk_init_all,
             drop_unknown=drop_unknown,
         )

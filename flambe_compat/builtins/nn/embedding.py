@@ -19,9 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ...component import registrable_factory
+from .._optional import legacy_arguments
 from .module import Module
-
-_UNSET: Any = object()
 
 
 def sinusoidal_table(length: int, dim: int) -> Tensor:
@@ -62,7 +61,6 @@ class Embeddings(Module):
         positional_encoding: bool = False,
         positional_learned: bool = False,
         positonal_max_length: int = 5000,
-        _weight: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.num_embeddings = num_embeddings
@@ -76,7 +74,6 @@ class Embeddings(Module):
             norm_type,
             scale_grad_by_freq,
             sparse,
-            _weight=_weight,
         )
         self.pos_embedding: nn.Embedding | None = None
         if positional_learned and not positional_encoding:
@@ -106,14 +103,14 @@ class Embeddings(Module):
         positonal_max_length: int = 5000,
         positonal_embeddings: Tensor | None = None,
         positonal_freeze: bool = True,
-        paddinx_idx: int | None = _UNSET,
+        **legacy: Any,
     ) -> Embeddings:
         """Embeddings initialised from a `[num_embeddings x dim]` matrix.
 
-        `paddinx_idx` is 0.4.3's misspelt argument (its default there was None).
+        0.4.3 misspelt `padding_idx` as `paddinx_idx` (and defaulted it to None).
         """
-        if paddinx_idx is not _UNSET:
-            padding_idx = paddinx_idx
+        legacy = legacy_arguments("Embeddings.from_pretrained", legacy, {"paddinx_idx"})
+        padding_idx = legacy.get("paddinx_idx", padding_idx)
         if embeddings.dim() != 2:
             raise ValueError("Embeddings parameter is expected to be 2-dimensional")
         if positonal_embeddings is not None:
@@ -167,12 +164,12 @@ class Embedder(Module):
         embedding_dropout: float = 0,
         padding_idx: int | None = 0,
         return_mask: bool = False,
-        pad_index: int | None = _UNSET,
+        **legacy: Any,
     ) -> None:
         super().__init__()
-        self._legacy_mask = pad_index is not _UNSET
-        if self._legacy_mask:
-            padding_idx = pad_index
+        legacy = legacy_arguments("Embedder", legacy, {"pad_index"})
+        self._legacy_mask = "pad_index" in legacy
+        padding_idx = legacy.get("pad_index", padding_idx)
         self.embedding = embedding
         self.dropout = nn.Dropout(embedding_dropout)
         self.encoder = encoder
