@@ -3,6 +3,8 @@
 Run under the oracle (`python builtins_release_graphs.py VERSION OUT`), it compiles each
 graph with that release's flambe, runs `setup` where given, saves the object with flambe's
 own `save` into `OUT/<graph>` and the outputs of its calls into `OUT/outputs.pt`.
+`python builtins_release_graphs.py load DIR` rebuilds each `DIR/<graph>` with flambe's
+`load` instead and writes `DIR/outputs.pt` (the outputs and the classes' modules).
 
 >>> sorted(graphs("0.4.3")) == sorted(GRAPHS_0_4_3)
 True
@@ -137,5 +139,19 @@ def _save_all(version: str, out: str) -> None:
     torch.save(outputs, f"{out}/outputs.pt")
 
 
+def _load_all(folder: str) -> None:
+    import flambe.compile.serialization as serialization
+
+    serialization.setup_default_modules = lambda: None  # needs ray
+    results = {}
+    for name, (_, _, inputs) in GRAPHS.items():
+        obj = serialization.load(f"{folder}/{name}")
+        results[name] = {"module": type(obj).__module__, "outputs": call(obj, inputs)}
+    torch.save(results, f"{folder}/outputs.pt")
+
+
 if __name__ == "__main__":
-    _save_all(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "load":
+        _load_all(sys.argv[2])
+    else:
+        _save_all(sys.argv[1], sys.argv[2])

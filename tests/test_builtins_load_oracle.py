@@ -3,7 +3,9 @@
 Each release compiles the configs of tests/builtins_release_graphs.py (written in its own
 argument names: 0.4.3's `pad_index`, nn.Embedding-style `Embeddings`...) and saves them
 with its own `save`; `flambe_compat.load` must return objects whose outputs (forward or
-`process`) equal the original's. Skipped when the oracle is not installed.
+`process`) equal the original's. Then our `save(..., protocol=1)` of those objects, loaded by
+flambe 0.4.18's own `load`, must give flambe's classes with the same outputs again.
+Skipped when the oracle is not installed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 import torch
 
 import flambe_compat
-from tests.builtins_release_graphs import call, graphs
+from tests.builtins_release_graphs import GRAPHS, call, graphs
 from tests.oracle import REPO, find_oracle
 from tests.test_builtins_oracle import VERSIONS_DIR, assert_same
 
@@ -47,20 +49,26 @@ def saved(
         if not (VERSIONS_DIR / version / "flambe").is_dir():
             pytest.skip(f"flambe {version} is not unpacked in {VERSIONS_DIR}")
         paths.insert(0, str(VERSIONS_DIR / version))
+    folder = tmp_path_factory.mktemp(f"saved-{version}")
+    _run_graphs_script(paths, version, str(folder))
+    return version, folder
+
+
+def _run_graphs_script(paths: list[str], *args: str) -> None:
+    """Run tests/builtins_release_graphs.py under the oracle with `paths` importable."""
+    assert ORACLE is not None
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
     env["PYTHONPATH"] = os.pathsep.join(paths)
-    folder = tmp_path_factory.mktemp(f"saved-{version}")
     script = REPO / "tests" / "builtins_release_graphs.py"
     done = subprocess.run(
-        [str(ORACLE.python), "-W", "ignore", str(script), version, str(folder)],
-        cwd=folder,
+        [str(ORACLE.python), "-W", "ignore", str(script), *args],
+        cwd=args[-1],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return version, folder
 
 
 def _params() -> list[Any]:
@@ -83,3 +91,19 @@ def test_load_rebuilds_what_flambe_saved(saved: tuple[str, Path], name: str) -> 
     assert type(obj).__module__.startswith("flambe_compat.builtins.")
     _, _, inputs = graphs(version)[name]
     assert_same(call(obj, inputs), expected, f"{version} {name}")
+
+
+@pytest.mark.parametrize("saved", ["0.4.18"], indirect=True)
+def test_flambe_loads_what_we_save(saved: tuple[str, Path], tmp_path: Path) -> None:
+    assert ORACLE is not None
+    _, folder = saved
+    expected = torch.load(folder / "outputs.pt", weights_only=True)
+    for name in GRAPHS:
+        obj = flambe_compat.load(str(folder / name))
+        flambe_compat.save(obj, str(tmp_path / name), protocol=1)
+    _run_graphs_script([str(ORACLE.folder), str(REPO)], "load", str(tmp_path))
+    rebuilt = torch.load(tmp_path / "outputs.pt", weights_only=True)
+    assert sorted(rebuilt) == sorted(GRAPHS)
+    for name, result in rebuilt.items():
+        assert result["module"].startswith("flambe."), name
+        assert_same(result["outputs"], expected[name], name)
