@@ -263,6 +263,12 @@ def _cases_0418() -> list[dict[str, Any]]:
             for distance in ("euclidean", "cosine", "hyperbolic")
         ],
         _case(
+            "logistic-regression",
+            _obj("model.LogisticRegression", input_size=4),
+            _call(_randn(5, 4)),
+            _call(_randn(2, 4), _tensor([1, 0])),
+        ),
+        _case(
             "image-classifier",
             _obj(
                 "vision.classification.ImageClassifier",
@@ -445,6 +451,7 @@ def _flambe_side(version: str, out: str) -> None:
 
 SIGNATURE_MODULES = [
     "nn",
+    "model",
     "nn.distance",
     "nlp.classification",
     "nlp.language_modeling",

@@ -30,8 +30,13 @@ _FIELDS: dict[str, tuple[str, list[Any], list[Any]]] = {
     "label-field": ("!LabelField {multilabel_sep: ','}", [["a", "b,a", "c"]], ["a,c", "b,c"]),
 }
 
-GRAPHS_0_4_3: dict[str, tuple[str, list[Any], list[Any]]] = {
+_COMMON: dict[str, tuple[str, list[Any], list[Any]]] = {
     **_FIELDS,
+    "logistic-regression": ("!LogisticRegression {input_size: 3}", [], [torch.eye(3)]),
+}
+
+GRAPHS_0_4_3: dict[str, tuple[str, list[Any], list[Any]]] = {
+    **_COMMON,
     "classifier": (
         """
 !TextClassifier
@@ -64,7 +69,7 @@ _EMBEDDER = """
 """
 
 GRAPHS: dict[str, tuple[str, list[Any], list[Any]]] = {
-    **_FIELDS,
+    **_COMMON,
     "classifier": (
         f"""
 !TextClassifier

@@ -13,6 +13,7 @@ from torch import nn
 
 from flambe_compat import LoadError
 from flambe_compat.builtins import nlp
+from flambe_compat.builtins.model import LogisticRegression
 from flambe_compat.builtins.nlp.classification import TextClassifier
 from flambe_compat.builtins.nlp.fewshot import PrototypicalTextClassifier
 from flambe_compat.builtins.nlp.language_modeling import LanguageModel
@@ -373,6 +374,16 @@ def test_text_classifier_and_image_classifier() -> None:
     assert image(torch.randn(2, 1, 6, 6)).shape == (2, 3)
 
 
+def test_logistic_regression() -> None:
+    model = LogisticRegression(3)
+    data = torch.randn(4, 3)
+    linear = model.encoder.seq[0]
+    assert torch.allclose(model(data), torch.sigmoid(linear(data)))
+    probability, target = model(data, torch.tensor([1, 0, 1, 1]))
+    assert probability.shape == (4, 1) and target.tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert sorted(model.state_dict()) == ["encoder.seq.0.bias", "encoder.seq.0.weight"]
+
+
 def test_language_model_ties_and_flattens() -> None:
     embedder = _embedder()
     model = LanguageModel(
@@ -416,6 +427,7 @@ def test_transformer_classes_name_their_dependency(name: str) -> None:
     [
         "!Embeddings",
         "!TextClassifier",
+        "!LogisticRegression",
         "!TransformerSRU",
         "!BertEmbedder",
         "!Embeddings.from_pretrained",
