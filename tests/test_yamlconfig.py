@@ -169,6 +169,8 @@ _SCALARS = (
     | st.floats(allow_nan=False)
     | st.text(max_size=12)
     | st.binary(max_size=8)
+    | st.dates()
+    | st.datetimes()
 )
 _LINKS = st.builds(
     lambda tag, schematic, attrs: LinkRef(tag, schematic, attrs, ""),
