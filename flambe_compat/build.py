@@ -132,6 +132,10 @@ class _Graph:
             except Exception as error:
                 raise LoadError(f"{where}: {type(error).__name__}: {error}") from None
         if link.call:
+            if not self.trusted:
+                raise LoadError(
+                    f"{where}: !call runs a method of a built object; it needs trusted=True"
+                )
             try:
                 current = current()
             except Exception as error:

@@ -90,8 +90,11 @@ def test_links_see_objects_built_before_them() -> None:
     assert root.value == "x"
 
 
-def test_call_links_call_the_attribute() -> None:
-    assert make("!t.Node\nchild: !t.Node {name: b}\nvalue: !call child.greet\n").value == "hi b"
+def test_call_links_call_the_attribute_when_trusted() -> None:
+    text = "!t.Node\nchild: !t.Node {name: b}\nvalue: !call child.greet\n"
+    assert make(text, trusted=True).value == "hi b"
+    with pytest.raises(LoadError, match=r"!call runs a method .* needs trusted=True"):
+        make(text)
 
 
 def test_dotted_links_walk_unbuilt_arguments_as_0_4_3_did() -> None:
