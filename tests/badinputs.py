@@ -1238,6 +1238,11 @@ def bad_configs() -> list[BadInput]:
             ("config node bias", "'__class__' is private", "trusted=True"),
         ),
         (
+            "call-link",
+            "!torch.Linear\nin_features: 1\nout_features: 1\nbias: !call in_features.bit_length\n",
+            ("config node bias", "!call runs a method", "trusted=True"),
+        ),
+        (
             "raising-constructor",
             "!torch.Linear\nin_features: -1\nout_features: 2\n",
             ("config node (root) (!torch.Linear, class Linear): building it raised",),
