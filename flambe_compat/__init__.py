@@ -19,18 +19,26 @@ from .state import State
 from .upgrade import UpgradeResult, upgrade
 
 if TYPE_CHECKING:
-    from .serialization import SaveTreeNode, load_state_from_file, save, save_state_to_file
+    from .component import Component, registrable_factory
+    from .registry import Registry, register
+    from .serialization import SaveTreeNode, load, load_state_from_file, save, save_state_to_file
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Component": "component",
+    "registrable_factory": "component",
+    "Registry": "registry",
+    "register": "registry",
+    "load": "serialization",
     "SaveTreeNode": "serialization",
     "load_state_from_file": "serialization",
     "save": "serialization",
     "save_state_to_file": "serialization",
 }
 """Names imported on first use: `serialization` imports dill (flambe's default pickle
-module) and its saves torch, and `flambe-compat validate` needs neither."""
+module) and its saves torch, the object layer imports torch, and `flambe-compat validate`
+needs neither."""
 
 
 def __getattr__(name: str) -> Any:
@@ -43,14 +51,19 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ClassMigrations",
+    "Component",
     "LoadError",
+    "Registry",
     "Report",
     "SaveTreeNode",
     "State",
     "__version__",
     "UpgradeResult",
+    "load",
     "load_state_from_file",
+    "register",
     "register_class_migration",
+    "registrable_factory",
     "save",
     "save_state_to_file",
     "upgrade",

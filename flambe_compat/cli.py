@@ -11,6 +11,7 @@ fixtures/flambe-corpus/0.4.18-zip/counter-dir: valid (protocol 1 revision 1.4, .
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -89,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE.NAME",
         help="accept payloads naming this global (repeatable)",
     )
+    validating.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="also rebuild each object (config and state); exit 1 listing missing classes",
+    )
+    validating.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="with --rebuild: import MODULE first, which defines classes (repeatable)",
+    )
     validating.set_defaults(run=_validate)
 
     show = commands.add_parser(
@@ -99,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("path", metavar="PATH")
     show.add_argument("--json", action="store_true", help="print the archive's JSON description")
+    show.add_argument(
+        "--objects",
+        action="store_true",
+        help="print the object tree of the root config: tags and the classes found or missing",
+    )
+    show.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="with --objects: import MODULE first, which defines classes (repeatable)",
+    )
     show.set_defaults(run=_inspect)
 
     move = commands.add_parser(
@@ -138,30 +164,56 @@ def _validate(args: argparse.Namespace) -> int:
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             usage_error = True
+    if args.rebuild:
+        try:
+            _cli_objects().import_plugins(args.plugins)
+        except Exception as error:  # a user's module: whatever it raises is a usage error here
+            message = f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}"
+            print(message, file=sys.stderr)
+            return EXIT_USAGE
     validate_one = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
     if args.jobs > 1 and len(archives) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             reports = list(pool.map(validate_one, archives))
     else:
         reports = [validate_one(archive) for archive in archives]
-    invalid = sum(not report.valid for report in reports)
+    rebuilds = {
+        report.source: _cli_objects().rebuild_check(report.source)
+        for report in reports
+        if args.rebuild and report.valid
+    }
+    failed = {source for source, rebuilt in rebuilds.items() if not rebuilt.ok}
+    invalid = sum(not r.valid or r.source in failed for r in reports)
     if args.json:
         document = {
             "valid": invalid == 0 and not usage_error,
             "archives": len(reports),
             "invalid": invalid,
             "strict": args.strict,
-            "reports": [report.as_json() for report in reports],
+            "reports": [
+                {**r.as_json(), "rebuild": rebuilds[r.source].as_json()}
+                if r.source in rebuilds
+                else r.as_json()
+                for r in reports
+            ],
         }
         print(json.dumps(document, indent=1))
     else:
         for report in reports:
             print(report.render())
+            if report.source in rebuilds:
+                print(rebuilds[report.source].render())
         if len(reports) > 1:
             print(f"{len(reports)} archives, {invalid} invalid")
     if usage_error:
         return EXIT_USAGE
     return EXIT_INVALID if invalid else EXIT_VALID
+
+
+def _cli_objects() -> ModuleType:
+    """`flambe_compat.cli_objects`, imported only for `--rebuild` and `--objects`: it
+    imports torch and the Component layer, which `validate` and `inspect` do not need."""
+    return importlib.import_module(".cli_objects", __package__)
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -297,6 +349,19 @@ def _inspect(args: argparse.Namespace) -> int:
     if description is None:
         print(report.render(), file=sys.stderr)
         return EXIT_INVALID
+    if args.objects and report.valid:
+        try:
+            _cli_objects().import_plugins(args.plugins)
+            text, _ = _cli_objects().render_objects(path)
+        except LoadError as error:
+            print(f"flambe-compat: {error}", file=sys.stderr)
+            return EXIT_INVALID
+        except Exception as error:  # a user's plugin: whatever it raises is a usage error
+            message = f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}"
+            print(message, file=sys.stderr)
+            return EXIT_USAGE
+        print(text)
+        return EXIT_VALID
     if args.json:
         print(json.dumps(description.as_json(), indent=1))
     else:
