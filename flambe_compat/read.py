@@ -34,6 +34,7 @@ from .layout import (
     VERSION_FILE_NAME,
 )
 from .manifest import PROTOCOL_2, state_from_payload
+from .repair import repaired
 from .state import State
 from .tree import SaveTreeNode, tree_to_state
 from .unpickle import Trust, UnsafeGlobalError, torch_load, unpickle
@@ -48,7 +49,8 @@ def read_archive(
     """The decoded `Archive` of an opened archive that `check` found valid (`report`).
 
     Protocol 2 payloads are memory-mapped (`torch.load(mmap=True)`): tensor bytes are
-    read when used, not up front.
+    read when used, not up front. Keys flambe 0.4.5 - 0.4.11 saved wrong are given back
+    as the objects had them (`flambe_compat.repair`).
     """
     if report.revision is None or report.layout is None:
         raise LoadError(f"{archive.source}: no revision was detected")
@@ -57,12 +59,14 @@ def read_archive(
         load_args = {**load_args, "mmap": True}
         original = _original_revision(report)
     requirements = archive.payload / REQUIREMENTS_FILE_NAME
-    return Archive(
-        state=read_state(archive, trust, pickle_module, report.plain, **load_args),
-        revision=report.revision,
-        layout=report.layout,
-        requirements=_read_text(requirements) if requirements.is_file() else None,
-        original_revision=original,
+    return repaired(
+        Archive(
+            state=read_state(archive, trust, pickle_module, report.plain, **load_args),
+            revision=report.revision,
+            layout=report.layout,
+            requirements=_read_text(requirements) if requirements.is_file() else None,
+            original_revision=original,
+        )
     )
 
 

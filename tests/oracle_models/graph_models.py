@@ -11,8 +11,8 @@ its state is saved (a field's vocabulary); `PROBES` the method calls whose resul
 recorded, on fixed inputs.
 """
 
-import torch
 import flambe
+import torch
 from flambe.compile import Component
 
 RELEASE = tuple(int(part) for part in flambe.__version__.split(".")[:3])
@@ -21,10 +21,10 @@ RELEASE = tuple(int(part) for part in flambe.__version__.split(".")[:3])
 class Counter(Component):
     """A Component that is not a Module: its state is its registered attributes."""
 
-    def __init__(self, start=0, label='count'):
+    def __init__(self, start=0, label="count"):
         self.count = start
         self.label = label
-        self.register_attrs('count', 'label')
+        self.register_attrs("count", "label")
 
     def total(self, x):
         return self.count + x
@@ -77,7 +77,7 @@ class Holder(Component):
         self.block = block
         self.head = torch.nn.Linear(width, 3)
         self.scale = scale
-        self.register_attrs('scale')
+        self.register_attrs("scale")
 
     def apply(self, x):
         return self.head(self.block(x)) * self.scale
@@ -93,12 +93,12 @@ SEQ = torch.linspace(-1.0, 1.0, 2 * 3 * 8).reshape(2, 3, 8)
 TGT = torch.linspace(1.0, -1.0, 2 * 3 * 8).reshape(2, 3, 8)
 
 CONFIGS = {
-    'counter': """
+    "counter": """
 !graph_models.Counter
 start: 5
 label: steps
 """,
-    'tower': """
+    "tower": """
 !graph_models.Tower
 blocks:
   - !graph_models.Block
@@ -107,7 +107,7 @@ blocks:
     width: 4
 width: 4
 """,
-    'nest': """
+    "nest": """
 !graph_models.Nest
 towers:
   - !graph_models.Tower
@@ -121,7 +121,7 @@ towers:
       - !graph_models.Block
         width: 4
 """,
-    'holder': """
+    "holder": """
 !graph_models.Holder
 block: !graph_models.Block
   width: 4
@@ -133,10 +133,10 @@ scale: 0.5
 PREPARE = {}
 
 PROBES = {
-    'counter': [('total', (3,))],
-    'tower': [('forward', (X4,))],
-    'nest': [('forward', (X4,))],
-    'holder': [('apply', (X4,))],
+    "counter": [("total", (3,))],
+    "tower": [("forward", (X4,))],
+    "nest": [("forward", (X4,))],
+    "holder": [("apply", (X4,))],
 }
 
 if RELEASE < (0, 4, 6):
@@ -165,31 +165,35 @@ embedder: !Embedder
     rnn_type: gru
 """
 
-CONFIGS['textclf'] = '!TextClassifier' + _EMBEDDER + """output_layer: !SoftmaxLayer
+CONFIGS["textclf"] = (
+    "!TextClassifier"
+    + _EMBEDDER
+    + """output_layer: !SoftmaxLayer
   input_size: 5
   output_size: 3
 """
-PROBES['textclf'] = [('forward', (TOKENS,))]
+)
+PROBES["textclf"] = [("forward", (TOKENS,))]
 
 # 0.4.6's WordTokenizer is nltk's word_tokenize (nltk is not in the oracle)
-CONFIGS['textfield'] = f"""
+CONFIGS["textfield"] = f"""
 !TextField
-tokenizer: {'!CharTokenizer' if RELEASE == (0, 4, 6) else '!WordTokenizer'} {{}}
+tokenizer: {"!CharTokenizer" if RELEASE == (0, 4, 6) else "!WordTokenizer"} {{}}
 lower: true
 """
-PREPARE['textfield'] = lambda field: field.setup(['The cat sat', 'the dog ran far'])
-PROBES['textfield'] = [('process', ('the cat ran away',)), ('process', ('Dog sat',))]
+PREPARE["textfield"] = lambda field: field.setup(["The cat sat", "the dog ran far"])
+PROBES["textfield"] = [("process", ("the cat ran away",)), ("process", ("Dog sat",))]
 
-CONFIGS['labelfield'] = """
+CONFIGS["labelfield"] = """
 !LabelField {}
 """
-PREPARE['labelfield'] = lambda field: field.setup(['pos', 'neg', 'neutral', 'pos'])
-PROBES['labelfield'] = [('process', ('neg',)), ('process', ('pos',))]
+PREPARE["labelfield"] = lambda field: field.setup(["pos", "neg", "neutral", "pos"])
+PROBES["labelfield"] = [("process", ("neg",)), ("process", ("pos",))]
 
-CONFIGS['chartok'] = """
+CONFIGS["chartok"] = """
 !CharTokenizer {}
 """
-PROBES['chartok'] = [('tokenize', ('abc d',))]
+PROBES["chartok"] = [("tokenize", ("abc d",))]
 
 if RELEASE < (0, 4, 6):
     _LM_EMBEDDING = """!torch.Embedding
@@ -197,13 +201,13 @@ if RELEASE < (0, 4, 6):
     embedding_dim: 5
     padding_idx: 0"""
     # 0.4.3's `tie_weights: true` fails (it reads a `self.embedding` it never set)
-    _TIED = 'tie_weights: false'
+    _TIED = "tie_weights: false"
 else:
     _LM_EMBEDDING = """!Embeddings
     num_embeddings: 8
     embedding_dim: 5"""
-    _TIED = 'tie_weights: true\ntie_weight_attr: embedding.token_embedding'
-CONFIGS['lm'] = f"""
+    _TIED = "tie_weights: true\ntie_weight_attr: embedding.token_embedding"
+CONFIGS["lm"] = f"""
 !LanguageModel
 embedder: !Embedder
   embedding: {_LM_EMBEDDING}
@@ -216,13 +220,13 @@ output_layer: !torch.Linear
   out_features: 8
 {_TIED}
 """
-PROBES['lm'] = [('forward', (TOKENS,))]
+PROBES["lm"] = [("forward", (TOKENS,))]
 
 if RELEASE >= (0, 4, 6):
     # flambe's Transformer passed `dim_feedforward` as the number of layers (and the
     # reverse) to its encoder and decoder, and its own forward fails (no `d_model`):
     # two layers each, feed-forward width 3; probed through its encoder and decoder
-    CONFIGS['transformer'] = """
+    CONFIGS["transformer"] = """
 !Transformer
 input_size: 8
 d_model: 8
@@ -232,9 +236,12 @@ num_decoder_layers: 1
 dim_feedforward: 2
 dropout: 0.0
 """
-    PROBES['transformer'] = [('encoder.forward', (SEQ,)), ('decoder.forward', (TGT, SEQ.transpose(0, 1).contiguous()))]
+    PROBES["transformer"] = [
+        ("encoder.forward", (SEQ,)),
+        ("decoder.forward", (TGT, SEQ.transpose(0, 1).contiguous())),
+    ]
 
-    CONFIGS['tencoder'] = """
+    CONFIGS["tencoder"] = """
 !TransformerEncoder
 input_size: 6
 d_model: 8
@@ -243,4 +250,4 @@ num_layers: 2
 dim_feedforward: 6
 dropout: 0.0
 """
-    PROBES['tencoder'] = [('forward', (SEQ[:, :, :6],))]
+    PROBES["tencoder"] = [("forward", (SEQ[:, :, :6],))]
