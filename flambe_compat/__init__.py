@@ -9,8 +9,10 @@ torch.Size([8, 4])
 from __future__ import annotations
 
 from .class_migrations import ClassMigrations, register_class_migration
+from .component import Component, registrable_factory
 from .errors import LoadError
-from .serialization import SaveTreeNode, load_state_from_file, save, save_state_to_file
+from .registry import Registry, register
+from .serialization import SaveTreeNode, load, load_state_from_file, save, save_state_to_file
 from .state import State
 from .upgrade import UpgradeResult, upgrade
 from .validate import Report, validate
@@ -19,14 +21,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassMigrations",
+    "Component",
     "LoadError",
+    "Registry",
     "Report",
     "SaveTreeNode",
     "State",
     "__version__",
     "UpgradeResult",
+    "load",
     "load_state_from_file",
+    "register",
     "register_class_migration",
+    "registrable_factory",
     "save",
     "save_state_to_file",
     "upgrade",

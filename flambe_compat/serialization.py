@@ -28,6 +28,7 @@ from .layout import DEFAULT_PROTOCOL, PROTOCOL_1
 from .manifest import PROTOCOL_2
 from .migrate import LATEST, run
 from .read import read_archive
+from .registry import Registry
 from .state import State
 from .tree import (
     SaveTreeNode,
@@ -55,6 +56,7 @@ __all__ = [
     "_traverse_all_nodes",
     "_update_save_tree",
     "_update_save_tree_metadata",
+    "load",
     "load_state_from_file",
     "save",
     "save_state_to_file",
@@ -161,3 +163,59 @@ def load_state_from_file(
     if class_versions:
         state = (class_migrations or default_class_migrations).apply(state, class_versions)
     return state
+
+
+def load(
+    path: PathLike,
+    map_location: Any = None,
+    auto_install: bool = False,
+    pickle_module: Any = dill,
+    *,
+    allow_globals: Iterable[str | Any] = (),
+    trusted: bool = False,
+    strict: bool = False,
+    verify: bool = False,
+    class_versions: Mapping[str, str] | None = None,
+    class_migrations: ClassMigrations | None = None,
+    registry: Registry | None = None,
+    extensions: Iterable[str] = (),
+    **pickle_load_args: Any,
+) -> Any:
+    """Load the object saved at `path`: its root config rebuilt, then its state loaded.
+
+    The state is read as `load_state_from_file` reads it (same keywords). The config's
+    tags are resolved in `registry` (default: flambe's built-ins, torch's classes and
+    every `Component` subclass defined so far; `flambe_compat.shim.install()` lets code
+    written for flambe define them). Extension modules the config names are imported only
+    when allowed: listed in `extensions`, `trusted=True`, or `auto_install=True` (which
+    also pip-installs missing ones, as flambe did). Nodes saved at another version are
+    brought to their class's by the registered class migrations first; a major-version
+    mismatch with none is an error, as in flambe.
+
+    Every failure is a `LoadError` naming the file and the config node.
+    """
+    from .objects import rebuild
+
+    state = load_state_from_file(
+        path,
+        map_location,
+        pickle_module,
+        allow_globals=allow_globals,
+        trusted=trusted,
+        strict=strict,
+        verify=verify,
+        class_versions=class_versions,
+        class_migrations=class_migrations,
+        **pickle_load_args,
+    )
+    try:
+        return rebuild(
+            state,
+            registry=registry,
+            trusted=trusted,
+            auto_install=auto_install,
+            extensions=extensions,
+            class_migrations=class_migrations,
+        )
+    except LoadError as error:
+        raise LoadError(f"{os.fspath(path)}: {error}") from None
