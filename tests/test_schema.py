@@ -188,7 +188,7 @@ class Rule(NamedTuple):
 
 
 NODE = f"{P1}/node/properties"
-WITH_METADATA = f"{P1}/withMetadata/properties/state/properties/metadata"
+WITH_METADATA = f"{P1}/withMetadata/properties/state/else/properties/metadata"
 ROOT_METADATA = f"{P1}/rootMetadata/properties/state/properties/metadata"
 NODE_METADATA = {"_flambe_version": "0.0.0", "_flambe_class": "Counter", "_flambe_source": ""}
 BAD_VERSION_FILES = ("Counter", "Counter:", ":0.0.0", "Counter: 0.0.0", "a:b:c", "")

@@ -11,11 +11,13 @@ its state is saved (a field's vocabulary); `PROBES` the method calls whose resul
 recorded, on fixed inputs.
 """
 
+import re
+
 import flambe
 import torch
 from flambe.compile import Component
 
-RELEASE = tuple(int(part) for part in flambe.__version__.split(".")[:3])
+RELEASE = tuple(int(part) for part in re.findall(r"\d+", flambe.__version__)[:3])
 
 
 class Counter(Component):
