@@ -28,6 +28,7 @@ from .detect import Revision, detect
 from .errors import LoadError
 from .layout import (
     FLAMBE_DIRECTORIES_KEY,
+    KEEP_VARS_KEY,
     MANIFEST_FILE_NAME,
     NODE_FILES,
     PICKLE_HEADER_KEY,
@@ -54,6 +55,8 @@ class Report:
     protocol: int | None = None
     revision: Revision | None = None
     nodes: list[str] = field(default_factory=list)
+    subtree: bool = False
+    """A node folder of a saved tree (`checkpoint/model`), which flambe loaded on its own."""
     problems: list[Problem] = field(default_factory=list)
     document: dict[str, Any] | None = field(default=None, repr=False)
     plain: dict[Path, Any] = field(default_factory=dict, repr=False)
@@ -67,9 +70,10 @@ class Report:
         """Human-readable lines: a summary, then one line per problem."""
         if self.valid:
             kind = f"{self.layout} in {self.container}" if self.container else ""
+            subtree = ", a sub-tree" if self.subtree else ""
             return (
                 f"{self.source}: valid (protocol {self.protocol} revision {self.revision}, "
-                f"{kind}, {len(self.nodes)} node{'s' * (len(self.nodes) != 1)})"
+                f"{kind}, {len(self.nodes)} node{'s' * (len(self.nodes) != 1)}{subtree})"
             )
         lines = [
             f"{self.source}: invalid ({len(self.problems)} problem"
@@ -87,6 +91,7 @@ class Report:
             "protocol": self.protocol,
             "revision": self.revision,
             "nodes": self.nodes,
+            **({"subtree": True} if self.subtree else {}),
             "problems": [problem.as_json() for problem in self.problems],
         }
 
@@ -155,6 +160,7 @@ def check(
         report.nodes = sorted(str(p) for p in metadata.get(FLAMBE_DIRECTORIES_KEY) or [])
     else:
         report.nodes = _folder_prefixes(document, report.problems)
+        report.subtree = _is_subtree(document)
         report.problems += _node_problems(document, strict)
         if strict:
             report.problems += _strict_folder_problems(document)
@@ -250,6 +256,14 @@ def _folder_prefixes(document: dict[str, Any], problems: list[Problem]) -> list[
                 Problem(folder, "directories", "a folder that _flambe_directories does not list")
             )
     return sorted(by_folder.get(folder, folder.replace("/", ".")) for folder in folders)
+
+
+def _is_subtree(document: dict[str, Any]) -> bool:
+    """A folder whose root `state.pt` has flambe 0.4.12's metadata but not the tree's."""
+    root_metadata = _mapping(document["nodes"][0].get("state")).get("metadata")
+    return isinstance(root_metadata, dict) and not (
+        {FLAMBE_DIRECTORIES_KEY, KEEP_VARS_KEY} & root_metadata.keys()
+    )
 
 
 def _node_problems(document: dict[str, Any], strict: bool) -> list[Problem]:
