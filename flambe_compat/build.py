@@ -31,6 +31,7 @@ from .yamlconfig import LinkRef, Spec, StashRef
 __all__ = ["build", "compile_class"]
 
 _BUILDING = object()
+_UNBUILT = (None, _BUILDING)
 
 
 class _Graph:
@@ -48,6 +49,7 @@ class _Graph:
         self.extensions = dict(extensions)
         self.trusted = trusted
         self.built: dict[int, Any] = {}
+        self.following: set[int] = set()
 
     def value(self, value: Any) -> Any:
         if isinstance(value, Spec):
@@ -79,6 +81,17 @@ class _Graph:
 
     def link(self, link: LinkRef) -> Any:
         where = f"config node {link.path or '(root)'}: link {link.text}"
+        if link.resolved:
+            return link.value
+        if id(link) in self.following:
+            raise LoadError(f"{where}: the link leads back to itself")
+        self.following.add(id(link))
+        try:
+            return self._follow(link, where)
+        finally:
+            self.following.discard(id(link))
+
+    def _follow(self, link: LinkRef, where: str) -> Any:
         if not isinstance(self.root, Spec):
             raise LoadError(f"{where}: the config's root is not an object")
         current: Any = self.root
@@ -90,11 +103,14 @@ class _Graph:
             if isinstance(current, LinkRef):
                 current = self.link(current)
         attrs = list(link.attrs)
-        while attrs and isinstance(current, Spec) and id(current) not in self.built:
+        while attrs and isinstance(current, Spec) and self.built.get(id(current)) in _UNBUILT:
             # flambe 0.4.3's dotted links walked unbuilt arguments before attributes
             name = attrs.pop(0)
             if name not in current.keywords:
-                raise LoadError(f"{where}: {name!r} is neither built nor an argument")
+                raise LoadError(
+                    f"{where}: its target is not built yet and has no argument {name!r} (a "
+                    "link sees only objects earlier in the config, never a parent)"
+                )
             current = current.keywords[name]
         if isinstance(current, Spec):
             target = self.built.get(id(current))

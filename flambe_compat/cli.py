@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_objects
 from .class_migrations import class_migrations, import_plugins
 from .errors import LoadError
 from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
@@ -33,6 +33,7 @@ from .validate import Report, validate
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 ARCHIVE_SUFFIXES = (".tar.gz", ".pkl")
+_REBUILT = cli_objects.RebuildResult("", True)
 BACKUP_NAME = re.compile(r"\.bak(\.\d+)?$")
 """What in-place upgrades name the originals: a folder search for `upgrade` skips them."""
 
@@ -73,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE.NAME",
         help="accept payloads naming this global (repeatable)",
     )
+    check.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="also rebuild each object (config and state); exit 1 listing missing classes",
+    )
+    check.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="with --rebuild: import MODULE first, which defines classes (repeatable)",
+    )
     check.set_defaults(run=_validate)
 
     show = commands.add_parser(
@@ -83,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("path", metavar="PATH")
     show.add_argument("--json", action="store_true", help="print the archive's JSON description")
+    show.add_argument(
+        "--objects",
+        action="store_true",
+        help="print the object tree of the root config: tags and the classes found or missing",
+    )
+    show.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="with --objects: import MODULE first, which defines classes (repeatable)",
+    )
     show.set_defaults(run=_inspect)
 
     move = commands.add_parser(
@@ -122,25 +147,44 @@ def _validate(args: argparse.Namespace) -> int:
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             usage_error = True
+    if args.rebuild:
+        try:
+            cli_objects.import_plugins(args.plugins)
+        except Exception as error:  # a user's module: whatever it raises is a usage error here
+            message = f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}"
+            print(message, file=sys.stderr)
+            return EXIT_USAGE
     check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
     if args.jobs > 1 and len(archives) > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             reports = list(pool.map(check, archives))
     else:
         reports = [check(archive) for archive in archives]
-    invalid = sum(not report.valid for report in reports)
+    rebuilds = {
+        report.source: cli_objects.rebuild_check(report.source)
+        for report in reports
+        if args.rebuild and report.valid
+    }
+    invalid = sum(not r.valid or not rebuilds.get(r.source, _REBUILT).ok for r in reports)
     if args.json:
         document = {
             "valid": invalid == 0 and not usage_error,
             "archives": len(reports),
             "invalid": invalid,
             "strict": args.strict,
-            "reports": [report.as_json() for report in reports],
+            "reports": [
+                {**r.as_json(), "rebuild": rebuilds[r.source].as_json()}
+                if r.source in rebuilds
+                else r.as_json()
+                for r in reports
+            ],
         }
         print(json.dumps(document, indent=1))
     else:
         for report in reports:
             print(report.render())
+            if report.source in rebuilds:
+                print(rebuilds[report.source].render())
         if len(reports) > 1:
             print(f"{len(reports)} archives, {invalid} invalid")
     if usage_error:
@@ -271,6 +315,19 @@ def _inspect(args: argparse.Namespace) -> int:
     if report.document is None:
         print(report.render(), file=sys.stderr)
         return EXIT_USAGE if not path.exists() else EXIT_INVALID
+    if args.objects and report.valid:
+        try:
+            cli_objects.import_plugins(args.plugins)
+            text, _ = cli_objects.render_objects(path)
+        except LoadError as error:
+            print(f"flambe-compat: {error}", file=sys.stderr)
+            return EXIT_INVALID
+        except Exception as error:  # a user's plugin: whatever it raises is a usage error
+            message = f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}"
+            print(message, file=sys.stderr)
+            return EXIT_USAGE
+        print(text)
+        return EXIT_VALID
     if args.json:
         print(json.dumps(report.document, indent=1))
     else:

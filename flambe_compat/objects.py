@@ -40,9 +40,16 @@ from .layout import FLAMBE_CONFIG_KEY, FLAMBE_STASH_KEY, STATE_DICT_DELIMETER, V
 from .registry import Registry, import_builtins
 from .registry import registry as default_registry
 from .state import State
-from .yamlconfig import parse_config
+from .yamlconfig import TaggedNode, parse_config, tagged_nodes
 
-__all__ = ["build_root", "components", "from_config", "migrate_versions", "rebuild"]
+__all__ = [
+    "build_root",
+    "components",
+    "from_config",
+    "migrate_versions",
+    "object_tree",
+    "rebuild",
+]
 
 logger = logging.getLogger(__name__)
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -119,6 +126,18 @@ def build_root(
     if not isinstance(stash, dict):
         raise LoadError("the root's _flambe_stash is not a mapping")
     return build(config.root, stash, config.extensions, trusted=trusted)
+
+
+def object_tree(state: State, registry: Registry | None = None) -> list[TaggedNode]:
+    """The tags of the root's config, each resolved in `registry` or not, nothing built."""
+    if registry is None:
+        import_builtins()
+        registry = default_registry
+    root = getattr(state, "_metadata", {}).get("", {})
+    text = root.get(FLAMBE_CONFIG_KEY) if isinstance(root, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise LoadError("the archive's root has no config: there is no object to rebuild")
+    return tagged_nodes(text, registry)
 
 
 def from_config(

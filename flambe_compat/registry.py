@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -104,13 +104,6 @@ class Registry:
         if tag is None:
             raise LoadError(f"class {cls.__module__}.{cls.__qualname__} has no registered tag")
         return tag if factory is None else f"{tag}.{factory}"
-
-    def __contains__(self, tag: str) -> bool:
-        return self.lookup(tag) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        with self._lock:
-            return iter(list(self._tags))
 
     def lookup(self, tag: str) -> Resolved | None:
         """What `tag` names, or None (bare pre-0.4.6 tags included, ambiguity aside)."""

@@ -51,6 +51,9 @@ _SCALAR_TAGS = frozenset(
     _STANDARD + name for name in ("str", "int", "float", "bool", "null", "binary", "timestamp")
 )
 _MERGE_TAG = _STANDARD + "merge"
+_PLAIN_TAGS = _SCALAR_TAGS | {_STANDARD + "map", _STANDARD + "seq", _MERGE_TAG}
+_IN_PROGRESS = -1
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _LibyamlLoader = getattr(libyaml, "CSafeLoader", libyaml.SafeLoader)
 
 
@@ -102,7 +105,6 @@ class Config:
 
     extensions: dict[str, str]
     root: Any
-    specs: list[Spec] = field(default_factory=list)
 
 
 def link_text(schematic: list[str], attrs: list[str]) -> str:
@@ -182,7 +184,59 @@ def parse_config(
     if on_extensions is not None:
         on_extensions(extensions)
     root = builder.build(documents[-1], "")
-    return Config(extensions, root, builder.specs)
+    return Config(extensions, root)
+
+
+@dataclass(frozen=True)
+class TaggedNode:
+    """A tag in a config: where it is, and what it names (None when the registry lacks it)."""
+
+    path: str
+    line: int
+    tag: str
+    resolved: Resolved | None
+
+
+def tagged_nodes(text: str, registry: Registry) -> list[TaggedNode]:
+    """Every tag of a config's object document, resolved or not, without building anything.
+
+    Links (`!@`, `!link`, `!call`) and stash entries (`!$`) are listed as resolved to
+    nothing but are not missing; an alias is listed once, where its anchor is.
+    """
+    if len(text) > MAX_CONFIG_CHARACTERS:
+        raise LoadError(f"config larger than {MAX_CONFIG_CHARACTERS} characters, not read")
+    _check_depth(text)
+    try:
+        documents = [d for d in YAML(typ="safe", pure=True).compose_all(text) if d is not None]
+    except (YAMLError, RecursionError) as error:
+        raise LoadError(f"config is not valid YAML: {' '.join(str(error).split())}") from None
+    if not documents:
+        return []
+    found: list[TaggedNode] = []
+    seen: set[int] = set()
+    pending: list[tuple[Node, str]] = [(documents[-1], "")]
+    while pending:
+        node, path = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        tag = _tag(node)
+        if tag not in _PLAIN_TAGS:
+            resolved = None if is_reference(tag) else registry.lookup(tag)
+            shown = "!!" + tag[len(_STANDARD) :] if tag.startswith(_STANDARD) else tag
+            found.append(TaggedNode(path, node.start_mark.line + 1, shown, resolved))
+        if isinstance(node, SequenceNode):
+            pending.extend((c, f"{path}[{i}]") for i, c in reversed(list(enumerate(node.value))))
+        elif isinstance(node, MappingNode):
+            for key, value in reversed(node.value):
+                name = str(key.value) if isinstance(key, ScalarNode) else "?"
+                pending.append((value, f"{path}.{name}" if path else name))
+    return found
+
+
+def is_reference(tag: str) -> bool:
+    """Whether `tag` is a link or a stash entry rather than a class."""
+    return tag in LINK_TAGS or tag in (CALL_TAG, STASH_TAG)
 
 
 def _check_depth(text: str) -> None:
@@ -215,7 +269,6 @@ class _Builder:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.specs: list[Spec] = []
         self._values: dict[int, Any] = {}
         self._sizes: dict[int, int] = {}
         self._scalars = YAML(typ="safe", pure=True).constructor
@@ -231,9 +284,11 @@ class _Builder:
     def _size(self, node: Node) -> int:
         """Nodes under `node` with aliases expanded, memoized per node (capped)."""
         known = self._sizes.get(id(node))
+        if known == _IN_PROGRESS:
+            raise LoadError(f"{_where(node, '')}: a node contains itself (a recursive alias)")
         if known is not None:
             return known
-        self._sizes[id(node)] = MAX_NODES + 1  # a node inside itself: infinite
+        self._sizes[id(node)] = _IN_PROGRESS
         total = 1
         for child in _children(node):
             total += self._size(child)
@@ -321,13 +376,12 @@ class _Builder:
             raise LoadError(f"{_where(node, path)}: {error}") from None
         spec = Spec(resolved, {}, path)
         self._values[id(node)] = spec
-        self.specs.append(spec)
         if isinstance(node, MappingNode):
             for key, value in self._mapping(node, path).items():
                 if not isinstance(key, str):
                     raise LoadError(f"{_where(node, path)}: argument name {key!r} is not a string")
                 spec.keywords[key] = value
-        elif not isinstance(node, ScalarNode) or self._scalar(node, path) is not None:
+        elif not isinstance(node, ScalarNode) or node.value not in _NULLS:
             raise LoadError(
                 f"{_where(node, path)}: {tag} takes a mapping of keyword arguments, "
                 f"not a {'sequence' if isinstance(node, SequenceNode) else 'scalar'}"
@@ -400,8 +454,21 @@ def _represent_object(representer: _Representer, obj: Any) -> Any:
     return representer.represent_mapping(tag, saved)
 
 
-def _represent_tuple(representer: _Representer, value: tuple[Any, ...]) -> Any:
-    return representer.represent_sequence(_STANDARD + "seq", list(value))
+_BREAKS = frozenset("\r\x85\u2028\u2029")
+
+
+def _represent_str(representer: _Representer, value: str) -> Any:
+    """Double-quoted (escaped) when the text holds a line break other than `\\n`, which
+    single-quoted and plain scalars would fold into a space."""
+    if _BREAKS.intersection(value):
+        return representer.represent_scalar(_STANDARD + "str", value, style='"')
+    return representer.represent_str(value)
+
+
+def _represent_sequence(representer: _Representer, value: list[Any] | tuple[Any, ...]) -> Any:
+    """Lists of scalars in flow style (`sizes: [3, 3]`), as flambe's configs show them."""
+    flow = all(isinstance(item, str | int | float | None) for item in value)
+    return representer.represent_sequence(_STANDARD + "seq", list(value), flow_style=flow)
 
 
 def _path_to(root: Any, target: Any, seen: set[int]) -> list[str] | None:
@@ -424,14 +491,16 @@ def _path_to(root: Any, target: Any, seen: set[int]) -> list[str] | None:
 _Representer.add_representer(Spec, _represent_spec)
 _Representer.add_representer(LinkRef, _represent_link)
 _Representer.add_representer(StashRef, _represent_stash)
-_Representer.add_representer(tuple, _represent_tuple)
+_Representer.add_representer(tuple, _represent_sequence)
+_Representer.add_representer(list, _represent_sequence)
+_Representer.add_representer(str, _represent_str)
 _Representer.add_multi_representer(object, lambda r, o: _represent_object(r, o))
 
 
 def _dumper(root: Any) -> tuple[YAML, _Representer]:
     dumper = YAML(typ="safe", pure=True)
     dumper.Representer = _Representer
-    dumper.default_flow_style = None
+    dumper.default_flow_style = False
     representer = dumper.representer
     assert isinstance(representer, _Representer)
     representer.sort_base_mapping_type_on_output = False

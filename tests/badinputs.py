@@ -35,6 +35,7 @@ from types import FrameType
 
 import torch
 
+from flambe_compat import load_state_from_file, save_state_to_file
 from flambe_compat.container import MAX_MEMBERS
 from flambe_compat.layout import NODE_FILES
 from tests.corpus import CORPUS
@@ -1179,3 +1180,91 @@ def _dev_zero(path: Path, tmp_dir: Path | None = None) -> None:
 def _link(path: Path, target: Path) -> Path:
     path.symlink_to(target)
     return path
+
+
+# --- bad configs: the state loads, `flambe_compat.load()` must refuse the object -------------
+
+CANARY = "flambe_compat_canary_ext"
+"""An extension module a bad config names; the builder writes it, importing it makes MARKER."""
+
+
+def with_config(text: str, pickle_only: bool = False) -> Builder:
+    """A good archive whose root config is `text`: a folder, or a protocol 1 pickle."""
+
+    def build(tmp_dir: Path) -> Path:
+        (tmp_dir / f"{CANARY}.py").write_text(
+            f"open({str(tmp_dir / MARKER)!r}, 'w').close()\n"
+            "from flambe_compat import Component\n"
+            "class Thing(Component):\n    pass\n"
+        )
+        if not pickle_only:
+            root = copy_good(ZIP_DIR, tmp_dir)
+            (root / "config.yaml").write_text(text)
+            return root
+        state = load_state_from_file(ZIP_PKL)
+        state._metadata[""]["_flambe_config"] = text
+        save_state_to_file(state, tmp_dir / "bad", pickle_only=True, protocol=1)
+        return tmp_dir / "bad.pkl"
+
+    return build
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ["!torch.Linear", "in_features: 1", "out_features: 1", "a0: &a0 [x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 8)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def bad_configs() -> list[BadInput]:
+    """Archives whose state is fine and whose root config `load()` must refuse."""
+    cases = [
+        ("unknown-tag", "!no_such_pkg.Thing {}\n", ("config node (root)", "unknown tag")),
+        (
+            "python-object-apply",
+            f"!!python/object/apply:os.system ['touch {MARKER}']\n",
+            ("tag !!python/object/apply:os.system",),
+        ),
+        (
+            "python-name-nested",
+            "!torch.Linear\nin_features: !!python/name:os.system ''\nout_features: 1\n",
+            ("config node in_features", "!!python/name:os.system"),
+        ),
+        ("python-tuple", "a: !!python/tuple [1, 2]\n", ("config node a", "!!python/tuple")),
+        ("alias-bomb", _alias_bomb(), ("alias bomb",)),
+        ("deep-nesting", "a: " + "[" * 150 + "]" * 150 + "\n", ("deeper than 100 levels",)),
+        (
+            "private-link",
+            "!torch.Linear\nin_features: 2\nout_features: 1\nbias: !@ in_features.__class__\n",
+            ("config node bias", "'__class__' is private", "trusted=True"),
+        ),
+        (
+            "raising-constructor",
+            "!torch.Linear\nin_features: -1\nout_features: 2\n",
+            ("config node (root) (!torch.Linear, class Linear): building it raised",),
+        ),
+        (
+            "missing-stash-entry",
+            "!torch.Linear\nin_features: !$ '5'\nout_features: 1\n",
+            ("config node in_features", "stash entry '5'"),
+        ),
+        (
+            "extension-not-allowed",
+            f"{CANARY}: canary==1\n---\n!{CANARY}.Thing {{}}\n",
+            (f"unknown tag !{CANARY}.Thing", f"extensions name {CANARY}"),
+        ),
+        ("three-documents", "--- 1\n--- 2\n--- 3\n", ("config.yaml", "maximum of 2")),
+        ("tag-on-a-sequence", "!torch.Linear [1, 2]\n", ("takes a mapping",)),
+        ("link-to-itself", "!torch.Linear\nin_features: !@ in_features\n", ("back to itself",)),
+        ("recursive-alias", "&a !torch.Sequential\nx: *a\n", ("contains itself",)),
+    ]
+    built = [
+        BadInput(f"config-{name}", with_config(text), fragments) for name, text, fragments in cases
+    ]
+    built += [
+        BadInput(f"config-pkl-{name}", with_config(text, pickle_only=True), fragments)
+        for name, text, fragments in cases[:3]
+    ]
+    built.append(
+        BadInput("config-oversize", with_config("a: '" + "x" * (1 << 20) + "'\n"), ("config.yaml",))
+    )
+    return built

@@ -29,11 +29,13 @@ import flambe_compat
 from flambe_compat import LoadError, State, load_state_from_file
 from flambe_compat.unpickle import Trust, allowed_globals, unpickle
 from tests.badinputs import (
+    CANARY,
     MALICIOUS,
     MARKER,
     POISON,
     BadInput,
     a_pickle,
+    bad_configs,
     bad_inputs,
     deadline,
     op_global,
@@ -44,6 +46,7 @@ from tests.badinputs import (
 from tests.corpus import CORPUS
 
 CASES = bad_inputs()
+CONFIG_CASES = bad_configs()
 ADDRESS_SPACE_LIMIT = 6 << 30
 """Isolated loads run with this much address space: a bomb fails instead of swapping."""
 MAX_RSS = 1 << 30
@@ -242,3 +245,20 @@ def test_no_pickle_modifies_an_allowed_global(name: str) -> None:
         after = _attributes(value)
         assert after.keys() == before.keys()
         assert all(after[key] is before[key] for key in before)
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=[case.id for case in CONFIG_CASES])
+def test_bad_config_raises_load_error_naming_the_node(
+    case: BadInput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`load()` refuses the object: nothing outside the registry is built or imported."""
+    path = case.build(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the canary extension module is importable
+    with deadline(case.timeout), pytest.raises(LoadError) as raised:
+        flambe_compat.load(path)
+    for fragment in case.fragments:
+        assert fragment in str(raised.value)
+    assert str(path) in str(raised.value)
+    assert not (tmp_path / MARKER).exists(), "the config ran code or imported its extension"
+    assert CANARY not in sys.modules
+    flambe_compat.validate(path)  # never raises

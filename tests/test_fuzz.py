@@ -20,9 +20,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import flambe_compat
-from flambe_compat import LoadError, load_state_from_file
+from flambe_compat import LoadError, State, load_state_from_file
+from flambe_compat.objects import rebuild
 from tests.badinputs import copy_good, deadline, tar_folder
 from tests.corpus import CORPUS
+from tests.sample_graphs import legacy_module
 
 FOLDERS = [
     CORPUS / "0.4.18-zip" / "wrapper-dir",
@@ -147,3 +149,64 @@ def test_a_gzip_header_cut_inside_its_extra_field(tmp_path: Path) -> None:
     path.write_bytes(b"\x1f\x8b\x08\x04" + bytes(6))  # FEXTRA set, its length missing
     with pytest.raises(LoadError, match=r"not a readable tar\.gz"):
         load_state_from_file(path)
+
+
+CONFIG_TOKENS = [
+    "!",
+    "&a ",
+    "*a",
+    "<<: *a\n",
+    "!!python/object/apply:os.system ",
+    "!!python/name:builtins.eval ",
+    "!@ ",
+    "!call ",
+    "!$ 0",
+    "!torch.Linear ",
+    "!sample_models.MLP ",
+    "__class__",
+    "model[inner]",
+    "[",
+    "]",
+    "{",
+    "}",
+    ": ",
+    "- ",
+    "\n  ",
+    ".",
+    "'",
+    "~",
+    "1e-05",
+    "yes",
+    "---\n",
+]
+
+
+@settings(deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, 1 << 12),
+            st.sampled_from(CONFIG_TOKENS) | st.text(max_size=3),
+            st.integers(0, 4),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_damaged_config_rebuilds_or_raises_load_error(edits: list[tuple[int, str, int]]) -> None:
+    """Tokens of YAML, tags and links spliced into a good root config: `load()`'s rebuild
+    succeeds or raises `LoadError`, nothing else."""
+    legacy_module("sample_models")
+    good = load_state_from_file(CORPUS / "0.4.18-zip" / "wrapper-pkl.pkl")
+    text = good._metadata[""]["_flambe_config"]
+    for offset, token, cut in edits:
+        at = offset % (len(text) + 1)
+        text = text[:at] + token + text[at + cut :]
+    state = State(good)
+    state._metadata = {**good._metadata, "": {**good._metadata[""], "_flambe_config": text}}
+    with deadline(TIMEOUT):
+        try:
+            rebuild(state)
+            event("rebuilt")
+        except LoadError:
+            event("LoadError")

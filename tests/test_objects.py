@@ -39,13 +39,11 @@ def test_every_corpus_archive_rebuilds(archive: Any) -> None:
     assert state["values"] == saved["values"]
     assert state["metadata"]["_flambe_directories"] == saved["metadata"]["_flambe_directories"]
     for prefix in saved["metadata"]["_flambe_directories"]:
-        assert (
-            state["metadata"][prefix]["_flambe_class"] == saved["metadata"][prefix]["_flambe_class"]
-        )
-        assert (
-            state["metadata"][prefix]["_flambe_version"]
-            == saved["metadata"][prefix]["_flambe_version"]
-        )
+        ours, theirs = state["metadata"][prefix], saved["metadata"][prefix]
+        assert ours["_flambe_class"] == theirs["_flambe_class"]
+        assert ours["_flambe_version"] == theirs["_flambe_version"]
+        if archive.release_tuple >= (0, 4, 6):  # 0.4.3 wrote bare tags; we write namespaced
+            assert ours["_flambe_config"] == theirs["_flambe_config"], "flambe's, byte for byte"
 
 
 def test_the_loaded_object_is_the_saved_one() -> None:
@@ -206,3 +204,55 @@ def test_plain_modules_held_by_plain_components_are_loaded() -> None:
         holder.linear.weight.fill_(3.0)
     loaded = rebuild(holder.get_state())
     assert torch.equal(loaded.linear.weight, holder.linear.weight)
+
+
+def test_auto_install_runs_pip_for_missing_extensions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With auto_install, a missing extension is pip-installed (here a fake pip that
+    writes the module), then imported, as flambe did."""
+    import subprocess
+
+    from flambe_compat import objects
+
+    calls: list[list[str]] = []
+
+    def fake_pip(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(command)
+        (tmp_path / "auto_installed_ext.py").write_text(
+            "from flambe_compat import Component\n"
+            "class Thing(Component):\n"
+            "    def __init__(self, size=1):\n"
+            "        self.size = size\n"
+        )
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(objects.subprocess, "run", fake_pip)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = _with_config(
+        """\
+        auto_installed_ext: auto-installed-ext==2.0
+        ---
+        !auto_installed_ext.Thing
+        size: 5
+        """
+    )
+    try:
+        assert rebuild(state, auto_install=True).size == 5
+    finally:
+        sys.modules.pop("auto_installed_ext", None)
+    assert calls == [[sys.executable, "-m", "pip", "install", "-U", "auto-installed-ext==2.0"]]
+
+
+@pytest.mark.parametrize("requirement", ["--index-url=http://evil", "-e ."])
+def test_auto_install_refuses_pip_options(requirement: str) -> None:
+    state = _with_config(f"absent_ext_opt: '{requirement}'\n---\n!absent_ext_opt.Thing {{}}\n")
+    with pytest.raises(LoadError, match="is not a requirement"):
+        rebuild(state, auto_install=True)
+
+
+def test_component_save_and_load_from_path(tmp_path: Path) -> None:
+    pipeline = _pipeline()
+    pipeline.save(str(tmp_path / "p"))
+    loaded = legacy_models.Pipeline.load_from_path(str(tmp_path / "p"))
+    assert describe(loaded.get_state()) == describe(pipeline.get_state())
