@@ -103,6 +103,7 @@ def inspect(
     report.document = description.as_json()
     report.problems += validation.problems
     report.nodes = validation.nodes
+    report.subtree = validation.subtree
     return Inspection(archive, detection, report, description, validation)
 
 

@@ -39,6 +39,7 @@ from .layout import (
     STATE_FILE_NAME,
 )
 from .payload import PayloadFile
+from .repair import repaired
 from .state import State
 from .tree import SaveTreeNode, tree_to_state
 from .unpickle import Trust, UnsafeGlobalError, torch_load, unpickle
@@ -53,7 +54,8 @@ def read_archive(inspection: Inspection, decoder: Decoder) -> Archive:
     """The decoded `Archive` of an archive that validation found valid.
 
     Protocol 2 payloads read from disk are memory-mapped (`torch.load(mmap=True)`):
-    tensor bytes are read when used, not up front.
+    tensor bytes are read when used, not up front. Keys flambe 0.4.5 - 0.4.11 saved wrong
+    are given back as the objects had them (`flambe_compat.repair`).
     """
     description, detection = inspection.description, inspection.detection
     if description is None or detection.revision is None:
@@ -71,12 +73,14 @@ def read_archive(inspection: Inspection, decoder: Decoder) -> Archive:
         requirements = root.texts.get(REQUIREMENTS_FILE_NAME)
         if requirements is None and REQUIREMENTS_FILE_NAME in root.folder.files:
             requirements = _read_text(root.folder.path / REQUIREMENTS_FILE_NAME)
-    return Archive(
-        state=state,
-        revision=detection.revision,
-        layout=detection.layout,
-        requirements=requirements,
-        original_revision=inspection.original_revision if mmap else None,
+    return repaired(
+        Archive(
+            state=state,
+            revision=detection.revision,
+            layout=detection.layout,
+            requirements=requirements,
+            original_revision=inspection.original_revision if mmap else None,
+        )
     )
 
 

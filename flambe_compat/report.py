@@ -27,6 +27,8 @@ class Report:
     protocol: int | None = None
     revision: Revision | None = None
     nodes: list[str] = field(default_factory=list)
+    subtree: bool = False
+    """A node folder of a saved tree (`checkpoint/model`), which flambe loaded on its own."""
     problems: list[Problem] = field(default_factory=list)
     document: dict[str, Any] | None = field(default=None, repr=False)
     """The archive's JSON description (what `inspect --json` prints), once described."""
@@ -39,9 +41,10 @@ class Report:
         """Human-readable lines: a summary, then one line per problem."""
         if self.valid:
             kind = self.packing()
+            subtree = ", a sub-tree" if self.subtree else ""
             return (
                 f"{self.source}: valid (protocol {self.protocol} revision {self.revision}, "
-                f"{kind}, {len(self.nodes)} node{'s' * (len(self.nodes) != 1)})"
+                f"{kind}, {len(self.nodes)} node{'s' * (len(self.nodes) != 1)}{subtree})"
             )
         lines = [
             f"{self.source}: invalid ({len(self.problems)} problem"
@@ -65,6 +68,7 @@ class Report:
             "protocol": self.protocol,
             "revision": self.revision,
             "nodes": self.nodes,
+            **({"subtree": True} if self.subtree else {}),
             "problems": [problem.as_json() for problem in self.problems],
         }
 

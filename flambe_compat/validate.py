@@ -32,6 +32,7 @@ from .layout import (
     CONFIG_FILE_NAME,
     FLAMBE_CLASS_KEY,
     FLAMBE_DIRECTORIES_KEY,
+    KEEP_VARS_KEY,
     MANIFEST_FILE_NAME,
     NODE_FILES,
     PICKLE_HEADER_KEY,
@@ -55,6 +56,8 @@ class Validation:
 
     problems: list[Problem] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    subtree: bool = False
+    """A node folder of a saved tree (`checkpoint/model`), which flambe loaded on its own."""
     manifest: dict[str, Any] | None = None
     """A protocol 2 folder's `manifest.json`, once it passed its schema."""
 
@@ -80,6 +83,7 @@ def validate_description(
         validation.nodes = sorted(str(p) for p in metadata.get(FLAMBE_DIRECTORIES_KEY) or [])
     else:
         validation.nodes = _folder_prefixes(description.nodes, problems)
+        validation.subtree = _is_subtree(description.nodes)
         problems += _node_problems(description.nodes, strict)
         if strict:
             problems += _strict_folder_problems(description.nodes)
@@ -174,6 +178,14 @@ def _folder_prefixes(nodes: list[NodeSummary], problems: list[Problem]) -> list[
                 Problem(folder, "directories", "a folder that _flambe_directories does not list")
             )
     return sorted(by_folder.get(folder, folder.replace("/", ".")) for folder in folders)
+
+
+def _is_subtree(nodes: list[NodeSummary]) -> bool:
+    """A folder whose root `state.pt` has flambe 0.4.12's metadata but not the tree's."""
+    root_metadata = nodes[0].state.metadata if nodes and nodes[0].state else None
+    return isinstance(root_metadata, dict) and not (
+        {FLAMBE_DIRECTORIES_KEY, KEEP_VARS_KEY} & root_metadata.keys()
+    )
 
 
 def _node_problems(nodes: list[NodeSummary], strict: bool) -> list[Problem]:

@@ -189,7 +189,7 @@ class Rule(NamedTuple):
 
 
 NODE = f"{P1}/node/properties"
-WITH_METADATA = f"{P1}/withMetadata/properties/state/properties/metadata"
+WITH_METADATA = f"{P1}/withMetadata/properties/state/else/properties/metadata"
 ROOT_METADATA = f"{P1}/rootMetadata/properties/state/properties/metadata"
 NODE_METADATA = {"_flambe_version": "0.0.0", "_flambe_class": "Counter", "_flambe_source": ""}
 BAD_VERSION_FILES = ("Counter", "Counter:", ":0.0.0", "Counter: 0.0.0", "a:b:c", "")
@@ -313,16 +313,16 @@ FOLDER_RULES = [
         FROM_13,
     ),
     Rule(
-        "no _flambe_directories",
+        "keep_vars without _flambe_directories",
         delete("nodes", 0, "state", "metadata", "_flambe_directories"),
-        f"{ROOT_METADATA}/required",
+        f"{ROOT_METADATA}/dependentRequired",
         "state.pt",
         FROM_13,
     ),
     Rule(
-        "no keep_vars",
+        "_flambe_directories without keep_vars",
         delete("nodes", 0, "state", "metadata", "keep_vars"),
-        f"{ROOT_METADATA}/required",
+        f"{ROOT_METADATA}/dependentRequired",
         "state.pt",
         FROM_13,
     ),
