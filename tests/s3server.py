@@ -16,6 +16,7 @@ The conftest fixture `s3` (session-scoped server, per-test environment) wraps th
 
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class S3Server:
     def start(cls) -> S3Server:
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
