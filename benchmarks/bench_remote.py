@@ -47,7 +47,7 @@ def _best(repeats: int, step: Callable[[], object]) -> float:
 def main() -> None:
     args = _arguments()
     server = S3Server.start()
-    os.environ.update(server.environment())
+    os.environ.update({**server.environment(), "AWS_MAX_ATTEMPTS": "5"})
     try:
         import s3fs
 
@@ -59,7 +59,7 @@ def main() -> None:
             save_state_to_file(state, work / "m", compress=args.compress, protocol=args.protocol)
             local = archive_path(work / "m", args.compress, False)
             remote = f"{bucket}/{local.name}"
-            fs.put(str(local), remote, recursive=local.is_dir())
+            fs.put(str(local), remote, recursive=local.is_dir(), batch_size=4)
             stored = sum(fs.du(remote, total=False).values())
 
             def download() -> None:
