@@ -101,11 +101,20 @@ def is_url(path: str | os.PathLike[str]) -> bool:
 
 
 def redact(url: str) -> str:
-    """`url` without user information, query string or fragment: safe to print."""
+    """`url` without user information, query string or fragment: safe to print.
+
+    Azure's `abfs://container@account...` keeps its container, which is no credential.
+    """
     parts = urllib.parse.urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
+    user, at, host = parts.netloc.rpartition("@")
+    if at and _userinfo_is_address(parts.scheme, user):
+        host = f"{user}@{host}"
     query = "?<redacted>" if parts.query else ""
     return f"{parts.scheme}://{host}{parts.path}{query}"
+
+
+def _userinfo_is_address(scheme: str, user: str) -> bool:
+    return SCHEMES.get(scheme.lower()) is _AZURE and ":" not in user
 
 
 def shown(path: str | os.PathLike[str]) -> str:
@@ -239,7 +248,8 @@ class _Remote:
             raise StoreError(f"{shown}: unknown URL scheme {name!r} (known: {known})")
         if writing and not scheme.writable:
             raise StoreError(f"{shown}: {name}:// is read-only; save elsewhere and upload")
-        if "@" in urllib.parse.urlsplit(url).netloc:
+        user, at, _ = urllib.parse.urlsplit(url).netloc.rpartition("@")
+        if at and not _userinfo_is_address(name, user):
             raise StoreError(
                 f"{shown}: credentials in a URL are refused; configure them the way the "
                 f"store's own tools ({scheme.package}) read them"

@@ -493,6 +493,10 @@ def test_inner_errors_name_the_url(s3: S3Server, private_tmp: Path) -> None:
 
 def test_redaction(monkeypatch: pytest.MonkeyPatch) -> None:
     assert redact("az://user:pw@container/m?sig=x#frag") == "az://container/m?<redacted>"
+    assert redact("s3://AKIAKEY@bucket/m") == "s3://bucket/m"
+    assert redact("abfs://container@account.dfs.core.windows.net/m") == (
+        "abfs://container@account.dfs.core.windows.net/m"
+    )
     assert shown("s3://b/m") == "s3://b/m" and shown(Path("a/b")) == "a/b"
     monkeypatch.setenv("MY_STORE_SECRET", "hunter2-hunter2")
     text = "failed https://u:p@h.example/x?token=abc with hunter2-hunter2"
