@@ -374,6 +374,8 @@ class _Remote:
             raise StoreError(f"{self.shown}: more than {MAX_MEMBERS} files")
         listing = {}
         for name, info in found.items():
+            if info.get("type") == "directory" or (name.endswith("/") and not info.get("size")):
+                continue  # a folder marker some tools create: the files say it all
             relative = name[len(self.path) :].lstrip("/")
             parts = relative.split("/")
             if not name.startswith(self.path + "/") or any(p in ("", ".", "..") for p in parts):
