@@ -1,7 +1,8 @@
 """The `flambe-compat` command line: `validate`, `inspect` and `upgrade`.
 
-Exit codes: 0 when every archive is valid, 1 when any is invalid, 2 for usage or I/O
-errors (a path that does not exist, a folder with no archive in it).
+Paths may be URLs (`s3://...`, see `flambe_compat.store`). Exit codes: 0 when every
+archive is valid, 1 when any is invalid, 2 for usage or I/O errors (a path that does not
+exist, a folder with no archive in it, a store that cannot be read).
 
 >>> main(["validate", "fixtures/flambe-corpus/0.4.18-zip/counter-dir"])
 fixtures/flambe-corpus/0.4.18-zip/counter-dir: valid (protocol 1 revision 1.4, ...)
@@ -40,6 +41,7 @@ from .pipeline import inspect, validate
 from .problems import Problem
 from .report import Report
 from .revisions import LATEST
+from .store import StoreError, fetched, is_url, shown
 from .tree import component_folders
 from .validate import after_source
 
@@ -156,11 +158,11 @@ def _validate(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("flambe-compat: -j needs a positive number", file=sys.stderr)
         return EXIT_USAGE
-    archives: list[Path] = []
+    archives: list[Path | str] = []
     usage_error = False
     for given in args.paths:
         try:
-            archives += find_archives(Path(given))
+            archives += [given] if is_url(given) else find_archives(Path(given))
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             usage_error = True
@@ -183,7 +185,8 @@ def _validate(args: argparse.Namespace) -> int:
         if args.rebuild and report.valid
     }
     failed = {source for source, rebuilt in rebuilds.items() if not rebuilt.ok}
-    invalid = sum(not r.valid or r.source in failed for r in reports)
+    usage_error = usage_error or any(map(_store_failed, reports))
+    invalid = sum((not r.valid and not _store_failed(r)) or r.source in failed for r in reports)
     if args.json:
         document = {
             "valid": invalid == 0 and not usage_error,
@@ -216,11 +219,16 @@ def _cli_objects() -> ModuleType:
     return importlib.import_module(".cli_objects", __package__)
 
 
+def _store_failed(report: Report) -> bool:
+    """Whether the archive could not be read from its store (an I/O error, exit 2)."""
+    return any(problem.rule == "store" for problem in report.problems)
+
+
 def _upgrade(args: argparse.Namespace) -> int:
     from .class_migrations import class_migrations, import_plugins
     from .upgrade import upgrade  # imports torch: only the upgrade command needs it
 
-    source_root = Path(args.source)
+    source_root: Path | str = args.source if is_url(args.source) else Path(args.source)
     try:
         import_plugins(args.plugins)
     except Exception as error:  # a user's module: whatever it raises is a usage error here
@@ -230,26 +238,37 @@ def _upgrade(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     try:
-        sources = [
-            found
-            for found in find_archives(source_root)
-            if found == source_root or not BACKUP_NAME.search(found.name)
-        ]
+        sources: list[Path | str] = (
+            [source_root]
+            if isinstance(source_root, str)
+            else [
+                found
+                for found in find_archives(source_root)
+                if found == source_root or not BACKUP_NAME.search(found.name)
+            ]
+        )
         if not sources:
             raise LoadError(f"{source_root}: only backups (NAME.bak, NAME.bak.N) found")
     except LoadError as error:
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
-    many = len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
+    many = isinstance(source_root, Path) and (
+        len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
+    )
     progress = _Progress(len(sources), enabled=args.progress or sys.stderr.isatty())
     results: list[dict[str, Any]] = []
-    failed = 0
+    failed = unreachable = 0
     for index, source in enumerate(sources, start=1):
-        destination = None
+        destination: Path | str | None = None
         if args.destination is not None:
-            destination = Path(args.destination)
-            if many:
-                destination = destination / source.relative_to(source_root)
+            destination = args.destination if is_url(args.destination) else Path(args.destination)
+            if many and isinstance(source, Path) and isinstance(source_root, Path):
+                relative = source.relative_to(source_root)
+                destination = (
+                    f"{destination.rstrip('/')}/{relative.as_posix()}"
+                    if isinstance(destination, str)
+                    else destination / relative
+                )
         progress.show(index, source)
         try:
             result = upgrade(
@@ -262,9 +281,10 @@ def _upgrade(args: argparse.Namespace) -> int:
             )
         except (LoadError, OSError, ValueError) as error:
             failed += 1
-            results.append({"source": str(source), "error": str(error)})
+            unreachable += isinstance(error, StoreError)
+            results.append({"source": shown(source), "error": str(error)})
             if not args.json:
-                print(f"{source}: upgrade failed: {error}", file=sys.stderr)
+                print(f"{shown(source)}: upgrade failed: {error}", file=sys.stderr)
             continue
         results.append(result.as_json())
         if not args.json:
@@ -277,6 +297,8 @@ def _upgrade(args: argparse.Namespace) -> int:
                 indent=1,
             )
         )
+    if unreachable:
+        return EXIT_USAGE
     return EXIT_INVALID if failed else EXIT_VALID
 
 
@@ -297,13 +319,13 @@ class _Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.enabled = total, enabled
 
-    def show(self, index: int, source: Path) -> None:
+    def show(self, index: int, source: Path | str) -> None:
         if self.enabled:
-            print(f"\r[{index}/{self.total}] {source}", end="", file=sys.stderr, flush=True)
+            print(f"\r[{index}/{self.total}] {shown(source)}", end="", file=sys.stderr, flush=True)
 
-    def step(self, source: Path, step: Migration) -> None:
+    def step(self, source: Path | str, step: Migration) -> None:
         if self.enabled:
-            line = f"\r\x1b[K{source}: {step.source} -> {step.target}"
+            line = f"\r\x1b[K{shown(source)}: {step.source} -> {step.target}"
             print(line, end="", file=sys.stderr, flush=True)
 
     def done(self) -> None:
@@ -337,15 +359,19 @@ def _search(folder: Path) -> Iterator[Path]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    path: Path | str = args.path if is_url(args.path) else Path(args.path)
     try:
-        with opened(path) as archive:
+        with fetched(path) as local, opened(local) as archive:
             inspection = inspect(archive)
     except LoadError as error:
-        report = Report(str(path), problems=[Problem("", "container", after_source(error))])
+        rule = "store" if isinstance(error, StoreError) else "container"
+        report = Report(shown(path), problems=[Problem("", rule, after_source(error))])
         print(report.render(), file=sys.stderr)
-        return EXIT_USAGE if not path.exists() else EXIT_INVALID
+        missing = isinstance(path, Path) and not path.exists()
+        return EXIT_USAGE if missing or rule == "store" else EXIT_INVALID
     report, description = inspection.report, inspection.description
+    if is_url(path):
+        report.source = shown(path)
     if description is None:
         print(report.render(), file=sys.stderr)
         return EXIT_INVALID

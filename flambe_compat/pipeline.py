@@ -36,6 +36,7 @@ from .problems import Problem
 from .read import Decoder, read_archive
 from .report import Report
 from .revisions import LATEST, REVISIONS, Revision
+from .store import StoreError, fetched, is_url, shown
 from .unpickle import Trust
 from .validate import Validation, after_source, validate_description
 
@@ -113,17 +114,22 @@ def validate(
     strict: bool = False,
     allow_globals: Iterable[str] = (),
 ) -> Report:
-    """Check the archive at `path`; never raises for a bad archive.
+    """Check the archive at `path` (a local path or a URL); never raises for a bad archive.
 
+    A store that cannot be read (see `flambe_compat.store`) gives a `store` problem.
     `strict` also flags what flambe tolerated: unknown extra files, class versions that
     are not `MAJOR.MINOR.PATCH`, an empty root config (`load()` could not rebuild it).
     Payloads naming globals outside the allow-list (plus `allow_globals`) are problems.
     """
     try:
-        with opened(path) as archive:
-            return inspect(archive, strict=strict, trust=Trust.of(allow_globals)).report
+        with fetched(path) as local, opened(local) as archive:
+            report = inspect(archive, strict=strict, trust=Trust.of(allow_globals)).report
     except LoadError as error:
-        return Report(os.fspath(path), problems=[Problem("", "container", after_source(error))])
+        rule = "store" if isinstance(error, StoreError) else "container"
+        return Report(shown(path), problems=[Problem("", rule, after_source(error))])
+    if is_url(path):
+        report.source = shown(path)
+    return report
 
 
 @contextmanager

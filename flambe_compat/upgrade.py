@@ -59,6 +59,7 @@ from .publish import exchange_keeping_backup, staging
 from .revisions import info, pickle_schema
 from .schema import schema_problems
 from .state import State
+from .store import fetched, is_url, shown, staged
 from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
 from .unpickle import Trust
 from .validate import validate_description
@@ -68,12 +69,13 @@ from .validate import validate_description
 class UpgradeResult:
     """What an upgrade did (or, for a dry run, would do)."""
 
-    source: Path
+    source: Path | str
+    """A local path, or a URL as printed (without credentials)."""
     source_revision: str
     target_revision: str
     steps: list[str]
-    destination: Path | None = None
-    backup: Path | None = None
+    destination: Path | str | None = None
+    backup: Path | str | None = None
     classes: dict[str, str] = field(default_factory=dict)
     """Component prefix -> new class version, for nodes moved by class migrations."""
     dry_run: bool = False
@@ -100,19 +102,31 @@ def upgrade(
     class_migrations: ClassMigrations | None = None,
     trust: Trust | None = None,
     on_step: Callable[[Migration], None] | None = None,
+    atomic: bool = True,
 ) -> UpgradeResult:
-    """Upgrade the archive at `source` to revision `to`; see the module docstring."""
+    """Upgrade the archive at `source` to revision `to`; see the module docstring.
+
+    `source` and `destination` may be URLs (see `flambe_compat.store`): the archive is
+    upgraded locally and uploaded; in place, the original is first copied to `NAME.bak`
+    on the store. `atomic=False` accepts a protocol 1 folder uploaded file by file.
+    """
     from .write import write_archive  # imports torch, which a dry run never needs
 
-    source = Path(source)
     trust = trust or Trust()
-    with inspected(source, trust=trust, for_decoding=not dry_run) as inspection:
+    with (
+        fetched(source) as local,
+        inspected(local, trust=trust, for_decoding=not dry_run) as inspection,
+    ):
         revision = inspection.report.revision
         if revision is None:
-            raise LoadError(f"{source}: no revision was detected")
+            raise LoadError(f"{shown(source)}: no revision was detected")
         steps = plan(revision, to)
         result = UpgradeResult(
-            source, revision, to, [f"{s.source}->{s.target}" for s in steps], dry_run=dry_run
+            _named(source),
+            revision,
+            to,
+            [f"{s.source}->{s.target}" for s in steps],
+            dry_run=dry_run,
         )
         if dry_run:
             return result
@@ -127,23 +141,38 @@ def upgrade(
         return result  # already there: nothing is rewritten, no backup is made
     compress = container == "tar.gz"
     pickle_only = upgraded.layout == "pickle"
-    target = Path(destination) if destination is not None else source
-    with staging(target) as scratch:
-        built = write_archive(
-            upgraded, scratch / _base_name(target, compress, pickle_only), compress=compress
-        )
-        with inspected(built, trust=trust):
-            pass  # the new archive is valid, or `LoadError` lists its problems
-        if destination is None:
-            result.backup = exchange_keeping_backup(built, source)
-            final = source
-        else:
-            final = target.with_name(built.name)
-            if final.exists() or final.is_symlink():
-                raise LoadError(f"{final}: already exists; choose another destination")
-            os.rename(built, final)
-    result.destination = final
+    in_place = destination is None
+    remote = is_url(source if destination is None else destination)
+    with staged(
+        source if destination is None else destination,
+        overwrite=in_place,
+        atomic=atomic,
+        backup=in_place,
+    ) as out:
+        target = out.path
+        with staging(target) as scratch:
+            built = write_archive(
+                upgraded, scratch / _base_name(target, compress, pickle_only), compress=compress
+            )
+            with inspected(built, trust=trust):
+                pass  # the new archive is valid, or `LoadError` lists its problems
+            if in_place and not remote:
+                result.backup = exchange_keeping_backup(built, target)
+                final = target
+            else:
+                final = target.with_name(built.name)
+                if final.exists() or final.is_symlink():
+                    raise LoadError(f"{final}: already exists; choose another destination")
+                os.rename(built, final)
+    result.destination = final if out.final is None else out.final
+    if out.backup is not None:
+        result.backup = out.backup
     return result
+
+
+def _named(path: str | os.PathLike[str]) -> Path | str:
+    """A local path as a `Path`, a URL as printed (without credentials)."""
+    return shown(path) if is_url(path) else Path(path)
 
 
 def _base_name(target: Path, compress: bool, pickle_only: bool) -> str:

@@ -1,4 +1,4 @@
-"""Hypothesis profiles, and the oracle requirement of CI.
+"""Hypothesis profiles, the oracle requirement of CI, the S3 server fixtures (`s3_server`, `s3`).
 
 Hypothesis: `ci` (few examples, reproducible) when CI is set, else `dev`;
 `HYPOTHESIS_PROFILE=name` picks a profile explicitly.
@@ -10,11 +10,13 @@ missing flambe oracle into an error instead of skipped interop tests.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.oracle import find_oracle
+from tests.s3server import S3Server
 
 settings.register_profile(
     "ci",
@@ -35,3 +37,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             "FLAMBE_COMPAT_REQUIRE_ORACLE is set but the flambe oracle is not installed "
             "(see ../shared/flambe-oracle/setup.sh and tests/oracle.py)"
         )
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One moto S3 server on loopback for the whole session (see `tests/s3server.py`)."""
+    server = S3Server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The S3 server, with boto3 and s3fs pointed at it (fake credentials) for this test."""
+    s3_server.apply(monkeypatch)
+    return s3_server

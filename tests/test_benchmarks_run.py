@@ -24,7 +24,11 @@ RATIOS = (
     "peak RSS while loading / tensor bytes",
 )
 SAVE_LOAD = ("bench_compress", "bench_large", "bench_many_nodes")
-OTHER_RATIOS = {"bench_upgrade": ("upgrade ratio",), "bench_validate": ("validate ratio",)}
+OTHER_RATIOS = {
+    "bench_remote": ("remote load / s3fs download", "remote load / (s3fs download + local load)"),
+    "bench_upgrade": ("upgrade ratio",),
+    "bench_validate": ("validate ratio",),
+}
 
 
 def run_small(script: str, *flags: str) -> str:
