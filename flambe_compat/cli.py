@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -22,19 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .bulk_cli import add_batch_arguments, batch_requested, run_batch_command
 from .class_migrations import class_migrations, import_plugins
 from .errors import LoadError
 from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
 from .migrate import LATEST, Migration
 from .peek import TensorInfo
 from .tree import component_folders
-from .upgrade import UpgradeResult, upgrade
+from .upgrade import BACKUP_NAME, UpgradeResult, upgrade
 from .validate import Report, validate
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 ARCHIVE_SUFFIXES = (".tar.gz", ".pkl")
-BACKUP_NAME = re.compile(r"\.bak(\.\d+)?$")
-"""What in-place upgrades name the originals: a folder search for `upgrade` skips them."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE.NAME",
         help="accept payloads naming this global (repeatable)",
     )
+    add_batch_arguments(check)
     check.set_defaults(run=_validate)
 
     show = commands.add_parser(
@@ -106,11 +105,14 @@ def _parser() -> argparse.ArgumentParser:
         help="import MODULE, which registers class state migrations (repeatable)",
     )
     move.add_argument("--progress", action="store_true", help="show progress even off a terminal")
+    add_batch_arguments(move)
     move.set_defaults(run=_upgrade)
     return parser
 
 
 def _validate(args: argparse.Namespace) -> int:
+    if batch_requested(args):
+        return run_batch_command(args, "validate")
     if args.jobs < 1:
         print("flambe-compat: -j needs a positive number", file=sys.stderr)
         return EXIT_USAGE
@@ -149,6 +151,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
+    if batch_requested(args):
+        return run_batch_command(args, "upgrade")
     source_root = Path(args.source)
     try:
         import_plugins(args.plugins)

@@ -17,6 +17,7 @@ any point leaves the source untouched and no temporary files behind.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ from .state import State
 from .unpickle import Trust
 from .validate import check
 from .write import write_archive
+
+BACKUP_NAME = re.compile(r"\.bak(\.\d+)?$")
+"""What in-place upgrades name the originals: folder searches for upgrades skip them."""
 
 
 @dataclass
