@@ -27,6 +27,7 @@ from .errors import LoadError
 from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
 from .migrate import LATEST, Migration
 from .peek import TensorInfo
+from .store import StoreError, is_url, shown
 from .tree import component_folders
 from .upgrade import BACKUP_NAME, UpgradeResult, upgrade
 from .validate import Report, validate
@@ -116,11 +117,11 @@ def _validate(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("flambe-compat: -j needs a positive number", file=sys.stderr)
         return EXIT_USAGE
-    archives: list[Path] = []
+    archives: list[Path | str] = []
     usage_error = False
     for given in args.paths:
         try:
-            archives += find_archives(Path(given))
+            archives += [given] if is_url(given) else find_archives(Path(given))
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             usage_error = True
@@ -130,7 +131,8 @@ def _validate(args: argparse.Namespace) -> int:
             reports = list(pool.map(check, archives))
     else:
         reports = [check(archive) for archive in archives]
-    invalid = sum(not report.valid for report in reports)
+    usage_error = usage_error or any(map(_store_failed, reports))
+    invalid = sum(not report.valid and not _store_failed(report) for report in reports)
     if args.json:
         document = {
             "valid": invalid == 0 and not usage_error,
@@ -150,10 +152,15 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID if invalid else EXIT_VALID
 
 
+def _store_failed(report: Report) -> bool:
+    """Whether the archive could not be read from its store (an I/O error, exit 2)."""
+    return any(problem.rule == "store" for problem in report.problems)
+
+
 def _upgrade(args: argparse.Namespace) -> int:
     if batch_requested(args):
         return run_batch_command(args, "upgrade")
-    source_root = Path(args.source)
+    source_root: Path | str = args.source if is_url(args.source) else Path(args.source)
     try:
         import_plugins(args.plugins)
     except Exception as error:  # a user's module: whatever it raises is a usage error here
@@ -163,26 +170,37 @@ def _upgrade(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     try:
-        sources = [
-            found
-            for found in find_archives(source_root)
-            if found == source_root or not BACKUP_NAME.search(found.name)
-        ]
+        sources: list[Path | str] = (
+            [source_root]
+            if isinstance(source_root, str)
+            else [
+                found
+                for found in find_archives(source_root)
+                if found == source_root or not BACKUP_NAME.search(found.name)
+            ]
+        )
         if not sources:
             raise LoadError(f"{source_root}: only backups (NAME.bak, NAME.bak.N) found")
     except LoadError as error:
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
-    many = len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
+    many = isinstance(source_root, Path) and (
+        len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
+    )
     progress = _Progress(len(sources), enabled=args.progress or sys.stderr.isatty())
     results: list[dict[str, Any]] = []
-    failed = 0
+    failed = unreachable = 0
     for index, source in enumerate(sources, start=1):
-        destination = None
+        destination: Path | str | None = None
         if args.destination is not None:
-            destination = Path(args.destination)
-            if many:
-                destination = destination / source.relative_to(source_root)
+            destination = args.destination if is_url(args.destination) else Path(args.destination)
+            if many and isinstance(source, Path) and isinstance(source_root, Path):
+                relative = source.relative_to(source_root)
+                destination = (
+                    f"{destination.rstrip('/')}/{relative.as_posix()}"
+                    if isinstance(destination, str)
+                    else destination / relative
+                )
         progress.show(index, source)
         try:
             result = upgrade(
@@ -195,9 +213,10 @@ def _upgrade(args: argparse.Namespace) -> int:
             )
         except (LoadError, OSError, ValueError) as error:
             failed += 1
-            results.append({"source": str(source), "error": str(error)})
+            unreachable += isinstance(error, StoreError)
+            results.append({"source": shown(source), "error": str(error)})
             if not args.json:
-                print(f"{source}: upgrade failed: {error}", file=sys.stderr)
+                print(f"{shown(source)}: upgrade failed: {error}", file=sys.stderr)
             continue
         results.append(result.as_json())
         if not args.json:
@@ -210,6 +229,8 @@ def _upgrade(args: argparse.Namespace) -> int:
                 indent=1,
             )
         )
+    if unreachable:
+        return EXIT_USAGE
     return EXIT_INVALID if failed else EXIT_VALID
 
 
@@ -230,13 +251,13 @@ class _Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.enabled = total, enabled
 
-    def show(self, index: int, source: Path) -> None:
+    def show(self, index: int, source: Path | str) -> None:
         if self.enabled:
-            print(f"\r[{index}/{self.total}] {source}", end="", file=sys.stderr, flush=True)
+            print(f"\r[{index}/{self.total}] {shown(source)}", end="", file=sys.stderr, flush=True)
 
-    def step(self, source: Path, step: Migration) -> None:
+    def step(self, source: Path | str, step: Migration) -> None:
         if self.enabled:
-            line = f"\r\x1b[K{source}: {step.source} -> {step.target}"
+            line = f"\r\x1b[K{shown(source)}: {step.source} -> {step.target}"
             print(line, end="", file=sys.stderr, flush=True)
 
     def done(self) -> None:
@@ -270,11 +291,12 @@ def _search(folder: Path) -> Iterator[Path]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    path: Path | str = args.path if is_url(args.path) else Path(args.path)
     report = validate(path)
     if report.document is None:
         print(report.render(), file=sys.stderr)
-        return EXIT_USAGE if not path.exists() else EXIT_INVALID
+        missing = isinstance(path, Path) and not path.exists()
+        return EXIT_USAGE if missing or _store_failed(report) else EXIT_INVALID
     if args.json:
         print(json.dumps(report.document, indent=1))
     else:
