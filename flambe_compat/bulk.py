@@ -33,7 +33,6 @@ import hashlib
 import os
 import posixpath
 import resource
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -44,7 +43,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
 from .errors import LoadError
 from .layout import COMPRESSED_SUFFIX, MANIFEST_FILE_NAME, PICKLE_SUFFIX, PROTOCOL_VERSION_FILE_NAME
@@ -52,8 +50,9 @@ from .ledger import Ledger, read_records
 from .migrate import LATEST
 from .problems import Problem
 from .publish import is_scratch_name
+from .store import StoreError, scrub, shown
 from .upgrade import BACKUP_NAME, upgrade
-from .validate import validate
+from .validate import Report, validate
 
 Operation = Literal["validate", "upgrade"]
 Verdict = Literal["valid", "invalid", "upgraded", "current", "failed"]
@@ -69,6 +68,16 @@ _MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", 
 _TRANSIENT_ERRNOS = frozenset(
     {errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED}
 )
+_PERMANENT_STORE_ERRORS = (
+    "no such file or directory",
+    "access denied",
+    "unknown URL scheme",
+    "credentials in a URL",
+    "pip install",
+    "read-only",
+)
+"""How `StoreError`s that another attempt cannot fix begin or end (the others may pass)."""
+_CANNOT_ALLOCATE = ("can't allocate memory", os.strerror(errno.ENOMEM))
 _T = TypeVar("_T")
 
 
@@ -223,9 +232,9 @@ def find_archives_below(prefix: str, *, skip_backups: bool = False) -> list[Foun
             fs.find(root, detail=True) if top["type"] == "directory" else {}
         )
     except FileNotFoundError:
-        raise LoadError(f"{prefix}: no such file or directory") from None
+        raise LoadError(f"{shown(prefix)}: no such file or directory") from None
     except OSError as error:
-        raise LoadError(f"{prefix}: cannot list ({error})") from None
+        raise LoadError(f"{shown(prefix)}: cannot list ({scrub(str(error))})") from None
     if top["type"] != "directory":
         return [Found(prefix, "", int(top.get("size") or 0), _fingerprint(top))]
     files = {_relative(root, path): info for path, info in listing.items()}
@@ -246,7 +255,7 @@ def find_archives_below(prefix: str, *, skip_backups: bool = False) -> list[Foun
         if _wanted(folder, skip_backups):
             found[folder] = Found(_join(prefix, folder), folder, *_folder_identity(content))
     if not found:
-        raise LoadError(f"{prefix}: no flambe archive found below it")
+        raise LoadError(f"{shown(prefix)}: no flambe archive found below it")
     return [found[relative] for relative in sorted(found)]
 
 
@@ -254,7 +263,7 @@ def _filesystem(prefix: str) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
         fs, root = fsspec.core.url_to_fs(prefix)
     except (ValueError, ImportError) as error:
-        raise LoadError(f"{prefix}: cannot open this store ({error})") from None
+        raise LoadError(f"{shown(prefix)}: cannot open this store ({scrub(str(error))})") from None
     return fs, root.rstrip("/") or root
 
 
@@ -342,7 +351,7 @@ def run_batch(
         raise LoadError("validate writes nothing: it takes no destination")
     if destination is not None and _inside(destination, source):
         raise LoadError(f"{destination}: inside the source {source}; choose another destination")
-    run = _executor(executor, jobs or os.cpu_count() or 1)
+    run = _executor(executor, jobs if jobs is not None else os.cpu_count() or 1)
     found = find_archives_below(source, skip_backups=operation != "validate")
     done = _previous_results(Path(ledger), operation) if ledger is not None else {}
     pending: list[_Job] = []
@@ -536,14 +545,21 @@ def _process(job: _Job) -> ArchiveResult:
     try:
         with _limits(job.options.memory_limit, job.options.time_limit if job.watchdog else None):
             result = _retrying(attempt, job.options.retries, job.options.backoff)
-    except MemoryError:
-        result = job.failed(f"over its memory limit of {job.options.memory_limit} bytes")
     except Exception as error:  # the isolation boundary: one archive's error is its result
-        kind = "store error" if _transient(error) else type(error).__name__
-        result = job.failed(f"{kind}: {error}")
+        result = job.failed(_reason(error, job.options))
     result.seconds = round(time.monotonic() - started, 6)
     result.attempts = attempts[0]
     return result
+
+
+def _reason(error: Exception, options: Options) -> str:
+    """Why `error` stopped an archive; running out of memory is said so, whatever raised it
+    (Python's MemoryError, torch's RuntimeError, ENOMEM from a read wrapped in a LoadError)."""
+    text = scrub(str(error))
+    if isinstance(error, MemoryError) or any(mark in text for mark in _CANNOT_ALLOCATE):
+        return f"over its memory limit of {options.memory_limit} bytes ({text or 'MemoryError'})"
+    kind = "store error" if isinstance(error, StoreError) else type(error).__name__
+    return f"{kind}: {text}"
 
 
 def _retrying(action: Callable[[], _T], retries: int, backoff: float) -> _T:
@@ -559,6 +575,8 @@ def _retrying(action: Callable[[], _T], retries: int, backoff: float) -> _T:
 
 
 def _transient(error: BaseException) -> bool:
+    if isinstance(error, StoreError):
+        return not any(marker in str(error) for marker in _PERMANENT_STORE_ERRORS)
     if isinstance(error, ConnectionError | TimeoutError):
         return True
     return isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS
@@ -599,60 +617,68 @@ def _null() -> Any:
     return _NULL[0]
 
 
-@contextlib.contextmanager
-def _local(archive: Found) -> Iterator[Path]:
-    """The archive as a local path: itself on a disk, else a private downloaded copy."""
-    fs, path = _filesystem(archive.url)
-    if isinstance(fs, LocalFileSystem):
-        yield Path(archive.url)
-        return
-    with tempfile.TemporaryDirectory(prefix="flambe-compat-bulk-") as scratch:
-        copy = Path(scratch) / posixpath.basename(path.rstrip("/"))
-        fs.get(path, str(copy), recursive=fs.isdir(path))
-        yield copy
-
-
 def _validate(job: _Job) -> ArchiveResult:
-    with _local(job.archive) as path:
-        report = validate(path, strict=job.options.strict, allow_globals=job.options.allow_globals)
+    report = validate(
+        job.archive.url, strict=job.options.strict, allow_globals=job.options.allow_globals
+    )
+    _raise_store_problem(report)
     verdict: Verdict = "valid" if report.valid else "invalid"
     return job.result(verdict, revision=report.revision, problems=report.problems)
 
 
+def _raise_store_problem(report: Report) -> None:
+    """A store that could not be read is an error to retry, not a verdict on the archive."""
+    for problem in report.problems:
+        if problem.rule == "store":
+            raise StoreError(f"{report.source}: {problem.message}")
+
+
 def _upgrade(job: _Job) -> ArchiveResult:
-    if "://" in job.archive.url or (job.destination and "://" in job.destination):
-        raise LoadError("upgrades of archives in a store are not supported yet")
-    source = Path(job.archive.url)
-    target = Path(job.destination) if job.destination is not None else None
-    if target is not None and (target.exists() or target.is_symlink()):
+    source = job.archive.url
+    target = job.destination
+    if target is not None and _exists(target):
         return _already_upgraded(job, target)
     try:
         done = upgrade(source, target, to=job.options.to)
+    except StoreError:
+        raise
     except (LoadError, ValueError) as error:
         report = validate(source, allow_globals=job.options.allow_globals)
+        _raise_store_problem(report)
+        if report.valid:  # a valid archive that could not be upgraded (a limit, a migration)
+            return job.result(
+                "failed", revision=report.revision, reason=_reason(error, job.options)
+            )
         problems = report.problems or [Problem("", "upgrade", str(error))]
         return job.result("invalid", revision=report.revision, problems=problems)
     written = done.destination is not None
     return job.result(
         "upgraded" if written else "current",
         revision=done.source_revision,
-        output=str(done.destination if written else source),
+        output=str(done.destination) if written else source,
     )
 
 
-def _already_upgraded(job: _Job, target: Path) -> ArchiveResult:
+def _exists(path: str) -> bool:
+    fs, inner = _filesystem(path)
+    return bool(fs.exists(inner))
+
+
+def _already_upgraded(job: _Job, target: str) -> ArchiveResult:
     """An output already there: an earlier run's (killed before its ledger line) if it is
     a valid archive of the target revision, which is only published once validated."""
     report = validate(target)
-    if report.valid and report.revision == job.options.to:
-        source = validate(job.archive.url, allow_globals=job.options.allow_globals)
-        return job.result(
-            "upgraded",
-            revision=source.revision,
-            output=str(target),
-            reason="the output was already there, valid and at the target revision",
-        )
-    return job.failed(f"{target}: already exists and is not this archive upgraded")
+    _raise_store_problem(report)
+    if not (report.valid and report.revision == job.options.to):
+        return job.failed(f"{shown(target)}: already exists and is not this archive upgraded")
+    source = validate(job.archive.url, allow_globals=job.options.allow_globals)
+    _raise_store_problem(source)
+    return job.result(
+        "upgraded",
+        revision=source.revision,
+        output=shown(target),
+        reason="the output was already there, valid and at the target revision",
+    )
 
 
 _OPERATIONS: dict[Operation, Callable[[_Job], ArchiveResult]] = {
