@@ -77,6 +77,13 @@ _PERMANENT_STORE_ERRORS = (
     "read-only",
 )
 """How `StoreError`s that another attempt cannot fix begin or end (the others may pass)."""
+DASK_SETTINGS = {
+    "distributed.scheduler.allowed-failures": 0,
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+"""The scheduler settings of the LocalCluster we start (give a scheduler of your own the
+same): a task whose worker dies fails at once instead of killing more workers, and each
+worker holds one task at a time, so no bystander task fails with it."""
 _CANNOT_ALLOCATE = ("can't allocate memory", os.strerror(errno.ENOMEM))
 _T = TypeVar("_T")
 
@@ -463,12 +470,8 @@ def _run_dask(jobs: list[_Job], workers: int, address: str | None) -> Iterator[A
 
     if not jobs:
         return
-    settings = {
-        "distributed.scheduler.allowed-failures": 0,
-        "distributed.scheduler.worker-saturation": 1.0,
-    }
     with contextlib.ExitStack() as stack:
-        stack.enter_context(dask.config.set(settings))
+        stack.enter_context(dask.config.set(DASK_SETTINGS))
         if address is None:
             cluster = stack.enter_context(
                 LocalCluster(
@@ -486,10 +489,10 @@ def _run_dask(jobs: list[_Job], workers: int, address: str | None) -> Iterator[A
                 client = stack.enter_context(Client(address, timeout=30))
             except OSError as error:
                 raise LoadError(f"{address}: cannot reach the Dask scheduler ({error})") from None
-        futures = {
-            client.submit(_process, dataclasses.replace(job, watchdog=True), pure=False): job
-            for job in jobs
-        }
+        # one graph for all: the scheduler then queues them as root tasks and hands each
+        # worker one at a time (tasks submitted one by one may be sent ahead to workers)
+        watched = [dataclasses.replace(job, watchdog=True) for job in jobs]
+        futures = dict(zip(client.map(_process, watched, pure=False), jobs, strict=True))
         for future in dask_completed(list(futures)):
             job = futures.pop(future)
             try:
