@@ -1,7 +1,8 @@
 """The `flambe-compat` command line: `validate`, `inspect` and `upgrade`.
 
-Exit codes: 0 when every archive is valid, 1 when any is invalid, 2 for usage or I/O
-errors (a path that does not exist, a folder with no archive in it).
+Paths may be URLs (`s3://...`, see `flambe_compat.store`). Exit codes: 0 when every
+archive is valid, 1 when any is invalid, 2 for usage or I/O errors (a path that does not
+exist, a folder with no archive in it, a store that cannot be read).
 
 >>> main(["validate", "fixtures/flambe-corpus/0.4.18-zip/counter-dir"])
 fixtures/flambe-corpus/0.4.18-zip/counter-dir: valid (protocol 1 revision 1.4, ...)

@@ -101,11 +101,20 @@ def is_url(path: str | os.PathLike[str]) -> bool:
 
 
 def redact(url: str) -> str:
-    """`url` without user information, query string or fragment: safe to print."""
+    """`url` without user information, query string or fragment: safe to print.
+
+    Azure's `abfs://container@account...` keeps its container, which is no credential.
+    """
     parts = urllib.parse.urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
+    user, at, host = parts.netloc.rpartition("@")
+    if at and _userinfo_is_address(parts.scheme, user):
+        host = f"{user}@{host}"
     query = "?<redacted>" if parts.query else ""
     return f"{parts.scheme}://{host}{parts.path}{query}"
+
+
+def _userinfo_is_address(scheme: str, user: str) -> bool:
+    return SCHEMES.get(scheme.lower()) is _AZURE and ":" not in user
 
 
 def shown(path: str | os.PathLike[str]) -> str:
@@ -239,7 +248,8 @@ class _Remote:
             raise StoreError(f"{shown}: unknown URL scheme {name!r} (known: {known})")
         if writing and not scheme.writable:
             raise StoreError(f"{shown}: {name}:// is read-only; save elsewhere and upload")
-        if "@" in urllib.parse.urlsplit(url).netloc:
+        user, at, _ = urllib.parse.urlsplit(url).netloc.rpartition("@")
+        if at and not _userinfo_is_address(name, user):
             raise StoreError(
                 f"{shown}: credentials in a URL are refused; configure them the way the "
                 f"store's own tools ({scheme.package}) read them"
@@ -322,16 +332,18 @@ class _Remote:
             self._remove_old()
         relative = [p.relative_to(built).as_posix() if built.is_dir() else "" for p in files]
         payloads = [(f, r) for f, r in zip(files, relative, strict=True) if r != MANIFEST_FILE_NAME]
-        self._run(
-            lambda job: self.fs.put_file(os.fspath(job[0]), self._full(job[1])), payloads, "write"
-        )
-        if has_manifest:
-            self._attempt(
-                "write the manifest",
-                lambda: self.fs.put_file(
-                    os.fspath(built / MANIFEST_FILE_NAME), self._full(MANIFEST_FILE_NAME)
-                ),
-            )
+        try:
+            self._run(lambda job: self._put(*job), payloads, "write")
+            if has_manifest:
+                self._attempt(
+                    "write the manifest",
+                    lambda: self._put(built / MANIFEST_FILE_NAME, MANIFEST_FILE_NAME),
+                )
+        except BaseException:
+            if not exists:  # what this upload created, and only that
+                with contextlib.suppress(Exception):
+                    self.fs.rm(self.path, recursive=True)
+            raise
         self.fs.invalidate_cache()
         return None if copy is None else copy.shown
 
@@ -341,10 +353,16 @@ class _Remote:
         if not self.scheme.listable:
             if self.url.endswith("/"):
                 raise StoreError(
-                    f"{self.shown}: folders cannot be listed over http(s); "
+                    f"{self.shown}: folders cannot be read over http(s): "
                     "serve the archive as one .tar.gz or .pkl file"
                 )
-            return {"": self._attempt("read", lambda: self.fs.info(self.url))}
+            info: dict[str, Any] = self._attempt("read", lambda: self.fs.info(self.url))
+            if str(info.get("mimetype", "")).startswith("text/html"):
+                raise StoreError(
+                    f"{self.shown}: an HTML page (a folder listing?); folders cannot be read "
+                    "over http(s): serve the archive as one .tar.gz or .pkl file"
+                )
+            return {"": info}
         found: dict[str, dict[str, Any]] = self._attempt(
             "list", lambda: self.fs.find(self.path, withdirs=False, detail=True)
         )
@@ -356,6 +374,8 @@ class _Remote:
             raise StoreError(f"{self.shown}: more than {MAX_MEMBERS} files")
         listing = {}
         for name, info in found.items():
+            if info.get("type") == "directory" or (name.endswith("/") and not info.get("size")):
+                continue  # a folder marker some tools create: the files say it all
             relative = name[len(self.path) :].lstrip("/")
             parts = relative.split("/")
             if not name.startswith(self.path + "/") or any(p in ("", ".", "..") for p in parts):
@@ -372,6 +392,9 @@ class _Remote:
         self.fs.get_file(self._full(relative), os.fspath(local), callback=limit)
         if size is not None and local.stat().st_size != size:
             raise StoreError(f"{name}: {_CHANGED}; read it again")
+
+    def _put(self, local: Path, relative: str) -> None:
+        self.fs.put_file(os.fspath(local), self._full(relative))
 
     def _exists(self, path: str) -> bool:
         def exists() -> bool:
@@ -444,7 +467,17 @@ class _Limit(Callback):  # type: ignore[misc]
 
 def _fingerprints(listing: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     """What tells a changed file: its size and the store's version marker."""
-    keys = ("ETag", "etag", "md5Hash", "content_md5", "blob_id", "LastModified", "mtime", "created")
+    keys = (
+        "ETag",
+        "etag",
+        "md5Hash",
+        "content_md5",
+        "blob_id",
+        "LastModified",
+        "Last-Modified",
+        "mtime",
+        "created",
+    )
     return {
         name: (info.get("size"), *(str(info[key]) for key in keys if info.get(key) is not None))
         for name, info in listing.items()

@@ -16,6 +16,7 @@ The conftest fixture `s3` (session-scoped server, per-test environment) wraps th
 
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class S3Server:
     def start(cls) -> S3Server:
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
@@ -61,13 +63,13 @@ class S3Server:
 
     def environment(self, endpoint: str | None = None) -> dict[str, str]:
         """Variables for boto3/s3fs: this endpoint (or `endpoint`), fake credentials, one
-        attempt per request at botocore's level."""
+        retry per request at botocore's level."""
         return {
             "AWS_ENDPOINT_URL": endpoint or self.endpoint,
             "AWS_ACCESS_KEY_ID": FAKE_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
             "AWS_DEFAULT_REGION": REGION,
-            "AWS_MAX_ATTEMPTS": "1",
+            "AWS_MAX_ATTEMPTS": "2",
             "AWS_RETRY_MODE": "standard",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
@@ -82,10 +84,11 @@ class S3Server:
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
             patch.delenv(name, raising=False)
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        # s3fs retries connection errors itself (5 times, with backoff): once is enough here
-        patch.setattr(s3fs.S3FileSystem, "retries", 1)
+        # s3fs retries connection errors itself (5 times, with backoff): twice is enough
+        # here, and a refused connection (nothing listening) fails at once
+        patch.setattr(s3fs.S3FileSystem, "retries", 2)
         patch.setitem(
-            fsspec.config.conf, "s3", {"config_kwargs": {"connect_timeout": 2, "read_timeout": 20}}
+            fsspec.config.conf, "s3", {"config_kwargs": {"connect_timeout": 10, "read_timeout": 60}}
         )
         s3fs.S3FileSystem.clear_instance_cache()
 

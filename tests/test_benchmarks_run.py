@@ -16,6 +16,7 @@ from tests.oracle import REPO, find_oracle
 SCRIPTS = sorted(p.stem for p in (REPO / "benchmarks").glob("bench_*.py"))
 TINY = ("--size-mb", "2", "--nodes", "4", "--repeats", "1", "--protocol", "1")
 RATIOS = ("save ratio", "load ratio", "peak RSS while loading / tensor bytes")
+REMOTE_RATIOS = ("remote load / s3fs download", "remote load / (s3fs download + local load)")
 
 
 def run_small(script: str, *flags: str) -> str:
@@ -36,12 +37,14 @@ def assert_ratios(out: str, labels: tuple[str, ...]) -> None:
 
 
 def test_every_benchmark_is_checked() -> None:
-    assert SCRIPTS == ["bench_compress", "bench_large", "bench_many_nodes"]
+    assert SCRIPTS == ["bench_compress", "bench_large", "bench_many_nodes", "bench_remote"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_runs_small(script: str) -> None:
-    assert_ratios(run_small(script, "--no-flambe"), RATIOS)
+    assert_ratios(
+        run_small(script, "--no-flambe"), REMOTE_RATIOS if script == "bench_remote" else RATIOS
+    )
 
 
 @pytest.mark.oracle
