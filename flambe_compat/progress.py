@@ -18,7 +18,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-
 _FORCED_WIDTH = 240
 
 
