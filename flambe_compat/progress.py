@@ -75,7 +75,7 @@ def bar(label: str, *, enabled: bool, force: bool = False) -> Iterator[Bar]:
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(binary_units=True),
+        DownloadColumn(),
         TransferSpeedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
