@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .class_migrations import ClassMigrations, register_class_migration
 from .errors import LoadError
+from .export import ExportError, ExportResult, export
 from .serialization import SaveTreeNode, load_state_from_file, save, save_state_to_file
 from .state import State
 from .upgrade import UpgradeResult, upgrade
@@ -19,12 +20,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassMigrations",
+    "ExportError",
+    "ExportResult",
     "LoadError",
     "Report",
     "SaveTreeNode",
     "State",
     "__version__",
     "UpgradeResult",
+    "export",
     "load_state_from_file",
     "register_class_migration",
     "save",

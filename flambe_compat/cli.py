@@ -1,8 +1,9 @@
-"""The `flambe-compat` command line: `validate`, `inspect` and `upgrade`.
+"""The `flambe-compat` command line: `validate`, `inspect`, `upgrade` and `export`.
 
 Paths may be URLs (`s3://...`, see `flambe_compat.store`). Exit codes: 0 when every
 archive is valid, 1 when any is invalid, 2 for usage or I/O errors (a path that does not
-exist, a folder with no archive in it, a store that cannot be read).
+exist, a folder with no archive in it, a store that cannot be read, an export target
+that exists). Long work shows a progress bar on a terminal (see `progress`).
 
 >>> main(["validate", "fixtures/flambe-corpus/0.4.18-zip/counter-dir"])
 fixtures/flambe-corpus/0.4.18-zip/counter-dir: valid (protocol 1 revision 1.4, ...)
@@ -15,7 +16,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -28,10 +29,11 @@ from .errors import LoadError
 from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
 from .migrate import LATEST, Migration
 from .peek import TensorInfo
+from .progress import Bar, bar, wanted
 from .store import StoreError, is_url, shown
 from .tree import component_folders
 from .upgrade import BACKUP_NAME, UpgradeResult, upgrade
-from .validate import Report, validate
+from .validate import Report, _payloads, validate
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 ARCHIVE_SUFFIXES = (".tar.gz", ".pkl")
@@ -63,7 +65,23 @@ def _parser() -> argparse.ArgumentParser:
         "archive is run. Folders that are not archives are searched for archives.",
     )
     check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument(
+        "--format",
+        choices=("text", "json", "sarif"),
+        default="text",
+        help="text (default), json (as --json) or sarif (SARIF 2.1.0, for code scanning)",
+    )
     check.add_argument("--json", action="store_true", help="print a machine-readable report")
+    check.add_argument(
+        "--jsonl", action="store_true", help="print one JSON report per archive, as each is done"
+    )
+    check.add_argument(
+        "--from-files",
+        action="store_true",
+        help="PATHs are files of a repository (as pre-commit passes them): validate the "
+        "archives holding them, skip the others",
+    )
+    check.add_argument("--progress", action="store_true", help="show progress even off a terminal")
     check.add_argument("--strict", action="store_true", help="also flag what flambe tolerated")
     check.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="validate N at once")
     check.add_argument(
@@ -82,8 +100,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the node tree of an archive with classes, versions, state keys, "
         "tensor dtypes, shapes and sizes, without loading tensor data.",
     )
-    show.add_argument("path", metavar="PATH")
+    show.add_argument("paths", nargs="+", metavar="PATH")
     show.add_argument("--json", action="store_true", help="print the archive's JSON description")
+    show.add_argument(
+        "--globals",
+        action="store_true",
+        help="list every global the allow-list refuses, per file (folders are searched), "
+        "with the allow_globals=[...] and torch add_safe_globals([...]) lines that accept them",
+    )
     show.set_defaults(run=_inspect)
 
     move = commands.add_parser(
@@ -109,6 +133,39 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--progress", action="store_true", help="show progress even off a terminal")
     add_batch_arguments(move)
     move.set_defaults(run=_upgrade)
+
+    out = commands.add_parser(
+        "export",
+        help="export an archive to safetensors, a flat torch file or a DCP folder",
+        description="Load SRC through the allow-list and write its state for today's tools: "
+        "safetensors (a folder with model.safetensors, sharded above --max-shard-size), torch "
+        "(one flat state_dict file for torch.load(weights_only=True)) or dcp (a "
+        "torch.distributed.checkpoint folder). The export is read back and compared with the "
+        "archive before it appears at DST; an existing DST is refused.",
+    )
+    out.add_argument("source", metavar="SRC")
+    out.add_argument("destination", metavar="DST")
+    out.add_argument("--to", required=True, choices=("safetensors", "torch", "dcp"))
+    out.add_argument(
+        "--max-shard-size",
+        default="5GB",
+        metavar="SIZE",
+        help="safetensors shards at most this large (5GB, 500MiB, bytes; default 5GB)",
+    )
+    out.add_argument(
+        "--allow-global",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME",
+        help="accept payloads naming this global (repeatable)",
+    )
+    out.add_argument(
+        "--trusted", action="store_true", help="unpickle with dill as flambe did (trusted SRC only)"
+    )
+    out.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    out.add_argument("--json", action="store_true", help="print a machine-readable result")
+    out.add_argument("--progress", action="store_true", help="show progress even off a terminal")
+    out.set_defaults(run=_export)
     return parser
 
 
@@ -118,23 +175,36 @@ def _validate(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("flambe-compat: -j needs a positive number", file=sys.stderr)
         return EXIT_USAGE
+    form = "json" if args.json else args.format
+    if args.jsonl and form != "text":
+        print("flambe-compat: --jsonl cannot be combined with --json or --format", file=sys.stderr)
+        return EXIT_USAGE
     archives: list[Path | str] = []
     usage_error = False
-    for given in args.paths:
-        try:
-            archives += [given] if is_url(given) else find_archives(Path(given))
-        except LoadError as error:
-            print(f"flambe-compat: {error}", file=sys.stderr)
-            usage_error = True
-    check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
-    if args.jobs > 1 and len(archives) > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            reports = list(pool.map(check, archives))
+    if args.from_files:
+        archives = list(archive_roots(Path(given) for given in args.paths))
     else:
-        reports = [check(archive) for archive in archives]
+        for given in args.paths:
+            try:
+                archives += [given] if is_url(given) else find_archives(Path(given))
+            except LoadError as error:
+                print(f"flambe-compat: {error}", file=sys.stderr)
+                usage_error = True
+    check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
+    enabled, force = wanted(args)
+    reports: list[Report] = []
+    with bar("validate", enabled=enabled and len(archives) > 1, force=force) as display:
+        sizes = [_bytes_on_disk(archive) for archive in archives] if display.enabled else []
+        display.update(0, sum(sizes))
+        for index, report in enumerate(_reports(check, archives, args.jobs)):
+            reports.append(report)
+            if args.jsonl:
+                print(json.dumps(report.as_json()), flush=True)
+            if display.enabled:
+                display.advance(sizes[index], shown(archives[min(index + 1, len(archives) - 1)]))
     usage_error = usage_error or any(map(_store_failed, reports))
     invalid = sum(not report.valid and not _store_failed(report) for report in reports)
-    if args.json:
+    if form == "json":
         document = {
             "valid": invalid == 0 and not usage_error,
             "archives": len(reports),
@@ -143,7 +213,11 @@ def _validate(args: argparse.Namespace) -> int:
             "reports": [report.as_json() for report in reports],
         }
         print(json.dumps(document, indent=1))
-    else:
+    elif form == "sarif":
+        from .sarif import sarif_log
+
+        print(json.dumps(sarif_log(reports), indent=1))
+    elif not args.jsonl:
         for report in reports:
             print(report.render())
         if len(reports) > 1:
@@ -156,6 +230,53 @@ def _validate(args: argparse.Namespace) -> int:
 def _store_failed(report: Report) -> bool:
     """Whether the archive could not be read from its store (an I/O error, exit 2)."""
     return any(problem.rule == "store" for problem in report.problems)
+
+
+def _reports(
+    check: Callable[[Path | str], Report], archives: list[Path | str], jobs: int
+) -> Iterator[Report]:
+    """The reports on `archives` in order, each as soon as it (and those before) is done."""
+    if jobs > 1 and len(archives) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            yield from pool.map(check, archives)
+    else:
+        yield from map(check, archives)
+
+
+def _bytes_on_disk(path: Path | str) -> int:
+    """The bytes of an archive's files (a progress bar's measure of the work); 0 for a URL."""
+    if isinstance(path, str):
+        return 0
+    if not path.is_dir():
+        return path.stat().st_size if path.is_file() else 0
+    return sum(
+        (Path(folder) / name).stat().st_size
+        for folder, _, files in os.walk(path)
+        for name in files
+        if (Path(folder) / name).is_file()
+    )
+
+
+def archive_roots(files: Iterable[Path]) -> list[Path]:
+    """The archives holding `files` (paths as pre-commit passes them), each once, in order.
+
+    A file in a folder archive stands for the archive's root: the outermost folder of the
+    unbroken chain of node folders (each holds `protocol_version.txt` or `manifest.json`)
+    above it. A `.tar.gz` or `.pkl` file outside any folder archive is an archive itself;
+    other files are skipped.
+    """
+    roots: dict[Path, None] = {}
+    for file in files:
+        root = None
+        for folder in file.parents:
+            if not _is_archive_folder(folder):
+                break
+            root = folder
+        if root is not None:
+            roots[root] = None
+        elif file.name.endswith(ARCHIVE_SUFFIXES) and file.is_file():
+            roots[file] = None
+    return list(roots)
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -188,41 +309,50 @@ def _upgrade(args: argparse.Namespace) -> int:
     many = isinstance(source_root, Path) and (
         len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
     )
-    progress = _Progress(len(sources), enabled=args.progress or sys.stderr.isatty())
     results: list[dict[str, Any]] = []
+    lines: list[str] = []
     failed = unreachable = 0
-    for index, source in enumerate(sources, start=1):
-        destination: Path | str | None = None
-        if args.destination is not None:
-            destination = args.destination if is_url(args.destination) else Path(args.destination)
-            if many and isinstance(source, Path) and isinstance(source_root, Path):
-                relative = source.relative_to(source_root)
+    enabled, force = wanted(args)
+    with bar("upgrade", enabled=enabled, force=force) as display:
+        sizes = [_bytes_on_disk(source) for source in sources] if display.enabled else []
+        display.update(0, sum(sizes))
+        for index, source in enumerate(sources, start=1):
+            destination: Path | str | None = None
+            if args.destination is not None:
                 destination = (
-                    f"{destination.rstrip('/')}/{relative.as_posix()}"
-                    if isinstance(destination, str)
-                    else destination / relative
+                    args.destination if is_url(args.destination) else Path(args.destination)
                 )
-        progress.show(index, source)
-        try:
-            result = upgrade(
-                source,
-                destination,
-                to=args.to,
-                dry_run=args.dry_run,
-                class_migrations=class_migrations if args.plugins else None,
-                on_step=partial(progress.step, source),
-            )
-        except (LoadError, OSError, ValueError) as error:
-            failed += 1
-            unreachable += isinstance(error, StoreError)
-            results.append({"source": shown(source), "error": str(error)})
-            if not args.json:
-                print(f"{shown(source)}: upgrade failed: {error}", file=sys.stderr)
-            continue
-        results.append(result.as_json())
-        if not args.json:
-            print(_render_upgrade(result))
-    progress.done()
+                if many and isinstance(source, Path) and isinstance(source_root, Path):
+                    relative = source.relative_to(source_root)
+                    destination = (
+                        f"{destination.rstrip('/')}/{relative.as_posix()}"
+                        if isinstance(destination, str)
+                        else destination / relative
+                    )
+            label = f"[{index}/{len(sources)}] {shown(source)}"
+            display.advance(0, label)
+            try:
+                result = upgrade(
+                    source,
+                    destination,
+                    to=args.to,
+                    dry_run=args.dry_run,
+                    class_migrations=class_migrations if args.plugins else None,
+                    on_step=partial(_show_step, display, label),
+                )
+            except (LoadError, OSError, ValueError) as error:
+                failed += 1
+                unreachable += isinstance(error, StoreError)
+                results.append({"source": shown(source), "error": str(error)})
+                lines.append(f"{shown(source)}: upgrade failed: {error}")
+            else:
+                results.append(result.as_json())
+                lines.append(_render_upgrade(result))
+            if display.enabled:
+                display.advance(sizes[index - 1])
+    if not args.json:
+        for line, outcome in zip(lines, results, strict=True):
+            print(line, file=sys.stderr if "error" in outcome else sys.stdout)
     if args.json:
         print(
             json.dumps(
@@ -246,24 +376,8 @@ def _render_upgrade(result: UpgradeResult) -> str:
     return f"{result.source}{where}: {steps}{classes}{backup}"
 
 
-class _Progress:
-    """A one-line progress display on stderr for long upgrades."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
-
-    def show(self, index: int, source: Path | str) -> None:
-        if self.enabled:
-            print(f"\r[{index}/{self.total}] {shown(source)}", end="", file=sys.stderr, flush=True)
-
-    def step(self, source: Path | str, step: Migration) -> None:
-        if self.enabled:
-            line = f"\r\x1b[K{shown(source)}: {step.source} -> {step.target}"
-            print(line, end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.enabled:
-            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+def _show_step(shown: Bar, label: str, step: Migration) -> None:
+    shown.advance(0, f"{label}: {step.source} -> {step.target}")
 
 
 def find_archives(path: Path) -> list[Path]:
@@ -292,43 +406,181 @@ def _search(folder: Path) -> Iterator[Path]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    path: Path | str = args.path if is_url(args.path) else Path(args.path)
-    report = validate(path)
-    if report.document is None:
-        print(report.render(), file=sys.stderr)
-        missing = isinstance(path, Path) and not path.exists()
-        return EXIT_USAGE if missing or _store_failed(report) else EXIT_INVALID
-    if args.json:
-        print(json.dumps(report.document, indent=1))
-    else:
-        print(render_tree(report))
-        if not report.valid:
+    if args.globals:
+        return _inspect_globals(args)
+    if args.json and len(args.paths) > 1:
+        print("flambe-compat: inspect --json takes one PATH", file=sys.stderr)
+        return EXIT_USAGE
+    code = EXIT_VALID
+    for given in args.paths:
+        path: Path | str = given if is_url(given) else Path(given)
+        report = validate(path)
+        if report.document is None:
             print(report.render(), file=sys.stderr)
-    return EXIT_VALID if report.valid else EXIT_INVALID
+            missing = isinstance(path, Path) and not path.exists()
+            code = max(code, EXIT_USAGE if missing or _store_failed(report) else EXIT_INVALID)
+            continue
+        if args.json:
+            print(json.dumps(report.document, indent=1))
+        else:
+            _print_table(*render_tree(report))
+        if not report.valid:
+            if not args.json:
+                print(report.render(), file=sys.stderr)
+            code = max(code, EXIT_INVALID)
+    return code
 
 
-def render_tree(report: Report) -> str:
-    """The node tree of a described archive, one line per node and per state key."""
+def render_tree(report: Report) -> tuple[str, list[list[str]]]:
+    """The node tree of a described archive: a title line, and table rows (the first
+    holds the headings), one per node and per state key, then the tensor bytes in all."""
     document = report.document or {}
-    lines = [
+    title = (
         f"{report.source}: protocol {report.protocol} revision {report.revision} "
         f"({report.layout} in {report.container})"
-    ]
+    )
+    rows = [["NODE / KEY", "CLASS / TYPE", "SHAPE", "SIZE"]]
     total = 0
     for prefix, heading, payload in _nodes(document, report.nodes):
         depth = prefix.count(".") + 1 if prefix else 0
         indent = "  " * depth
-        lines.append(f"{indent}{prefix or '.'}  {heading}")
+        rows.append([f"{indent}{prefix or '.'}", heading, "", ""])
         for key in payload.get("keys") or []:
             tensor = (payload.get("tensors") or {}).get(key)
             if tensor:
                 total += _nbytes(tensor)
-                kind = f"{tensor['dtype']} {tensor['shape']}  {_size(_nbytes(tensor))}"
+                kind = [tensor["dtype"], str(tensor["shape"]), _size(_nbytes(tensor))]
             else:
-                kind = (payload.get("value_types") or {}).get(key, "?")
-            lines.append(f"{indent}    {key}  {kind}")
-    lines.append(f"tensor data: {_size(total)}")
-    return "\n".join(lines)
+                kind = [(payload.get("value_types") or {}).get(key, "?"), "", ""]
+            rows.append([f"{indent}    {key}", *kind])
+    rows.append(["tensor data", "", "", _size(total)])
+    return title, rows
+
+
+def _print_table(title: str, rows: list[list[str]]) -> None:
+    """A title, then rows aligned in columns (rich; plain text off a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    headings, *body = rows
+    table = Table(*headings, box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for column in table.columns:
+        column.no_wrap = True
+    table.columns[-1].justify = "right"
+    for row in body:
+        table.add_row(*row)
+    console = Console(highlight=False)
+    if console.is_terminal:
+        console.print(title, markup=False)
+        console.print(table)
+        return
+    wide = Console(width=1 << 16, highlight=False, no_color=True)
+    with wide.capture() as captured:
+        wide.print(table)
+    print(title)
+    print("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def _inspect_globals(args: argparse.Namespace) -> int:
+    """`inspect --globals`: every refused global of every archive under PATHs, per file."""
+    archives: list[Path] = []
+    code = EXIT_VALID
+    for given in args.paths:
+        try:
+            archives += find_archives(Path(given))
+        except LoadError as error:
+            print(f"flambe-compat: {error}", file=sys.stderr)
+            code = EXIT_USAGE
+    found: list[dict[str, Any]] = []
+    for archive in archives:
+        report = validate(archive)
+        if report.document is None:
+            print(report.render(), file=sys.stderr)
+            code = max(code, EXIT_INVALID)
+            continue
+        files = {
+            path: list(payload["unsafe_globals"])
+            for path, payload in _payloads(report.document)
+            if payload.get("unsafe_globals")
+        }
+        found.append({"source": str(archive), "files": files})
+    names = sorted({name for entry in found for names in entry["files"].values() for name in names})
+    if names:
+        code = max(code, EXIT_INVALID)
+    lines = _allow_lines(names)
+    if args.json:
+        print(json.dumps({"archives": found, "globals": names, **lines}, indent=1))
+        return code
+    for entry in found:
+        print(f"{entry['source']}: {_plural(len(entry['files']), 'file')} naming refused globals")
+        for path, refused in entry["files"].items():
+            print(f"  {path}  {', '.join(refused)}")
+    if names:
+        print("\nTo load with flambe_compat (only if you trust these names):")
+        print(f"  load_state_from_file(path, {lines['allow_globals']})")
+        print(f"For torch.load(weights_only=True):\n  {lines['add_safe_globals']}")
+    else:
+        print("no global outside the allow-list")
+    return code
+
+
+def _allow_lines(names: list[str]) -> dict[str, str]:
+    """Ready-to-paste code accepting `names`: for our loads and for plain torch."""
+    modules = sorted({name.rsplit(".", 1)[0] for name in names if "." in name})
+    imports = f"import torch, {', '.join(modules)}; " if modules else "import torch; "
+    return {
+        "allow_globals": f"allow_globals={json.dumps(names)}",
+        "add_safe_globals": f"{imports}torch.serialization.add_safe_globals([{', '.join(names)}])",
+    }
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export, parse_size
+
+    source = Path(args.source)
+    if not source.exists() and not source.is_symlink():
+        print(f"flambe-compat: {source}: no such file or directory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        max_shard_size = parse_size(args.max_shard_size)
+    except ValueError as error:
+        print(f"flambe-compat: --max-shard-size: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    enabled, force = wanted(args)
+    try:
+        with bar("export", enabled=enabled, force=force) as shown:
+            result = export(
+                source,
+                args.destination,
+                to=args.to,
+                max_shard_size=max_shard_size,
+                allow_globals=args.allow_global,
+                trusted=args.trusted,
+                overwrite=args.overwrite,
+                progress=lambda phase, done, total: shown.update(done, total, phase),
+            )
+    except (LoadError, ExportError) as error:
+        print(f"flambe-compat: {source}: cannot export: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as error:
+        print(f"flambe-compat: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.as_json(), indent=1))
+    else:
+        shared = (
+            f", {_plural(len(result.shared), 'shared name')} stored once" if result.shared else ""
+        )
+        print(
+            f"{result.source} -> {result.destination}: {result.format}, "
+            f"{_plural(len(result.files), 'file')}, {_plural(result.tensors, 'tensor')} "
+            f"({_size(result.tensor_bytes)}){shared}, verified"
+        )
+    return EXIT_VALID
 
 
 def _nodes(document: dict[str, Any], prefixes: list[str]) -> Iterator[tuple[str, str, Any]]:
