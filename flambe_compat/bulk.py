@@ -44,22 +44,24 @@ from typing import Any, Literal, TypeVar, get_args
 
 import fsspec
 
+from .detect import Revision
 from .errors import LoadError
 from .layout import COMPRESSED_SUFFIX, MANIFEST_FILE_NAME, PICKLE_SUFFIX, PROTOCOL_VERSION_FILE_NAME
 from .ledger import Ledger, read_records
 from .migrate import LATEST
 from .problems import Problem
 from .publish import is_scratch_name
-from .store import StoreError, scrub, shown
+from .store import StoreError, is_url, scrub, shown
 from .upgrade import BACKUP_NAME, upgrade
 from .validate import Report, validate
 
-Operation = Literal["validate", "upgrade"]
-Verdict = Literal["valid", "invalid", "upgraded", "current", "failed"]
+Operation = Literal["validate", "upgrade", "export"]
+Verdict = Literal["valid", "invalid", "upgraded", "current", "exported", "failed"]
 """`current`: already at the target revision, nothing written; `failed`: not judged (a
 crash, a limit, a store error), so a rerun tries it again."""
-OK_VERDICTS = frozenset({"valid", "upgraded", "current"})
+OK_VERDICTS = frozenset({"valid", "upgraded", "current", "exported"})
 OPERATIONS: tuple[Operation, ...] = get_args(Operation)
+EXPORT_FORMATS = ("safetensors", "torch", "dcp")
 
 _ARCHIVE_SUFFIXES = (COMPRESSED_SUFFIX, PICKLE_SUFFIX)
 _FOLDER_MARKERS = (PROTOCOL_VERSION_FILE_NAME, MANIFEST_FILE_NAME)
@@ -110,6 +112,11 @@ class Options:
     strict: bool = False
     allow_globals: tuple[str, ...] = ()
     to: str = LATEST
+    """The revision upgrades go to."""
+    export_to: str = "safetensors"
+    """The format exports write: `safetensors`, `torch` or `dcp`."""
+    max_shard_size: int = 5 * 10**9
+    """safetensors shards at most this large."""
     memory_limit: int | None = 4 << 30
     """Bytes of address space an archive may add to its worker's; None: no limit."""
     time_limit: float | None = 900.0
@@ -130,7 +137,7 @@ class ArchiveResult:
     size: int
     fingerprint: str
     verdict: Verdict
-    revision: str | None = None
+    revision: Revision | None = None
     """The archive's revision as found (before any upgrade)."""
     problems: list[Problem] = field(default_factory=list)
     output: str | None = None
@@ -341,21 +348,29 @@ def run_batch(
     executor: str = "local",
     jobs: int | None = None,
     ledger: str | os.PathLike[str] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> Iterator[ArchiveResult]:
     """Process every archive below `source`; yields each result as it arrives.
 
-    `destination` (upgrade only) mirrors the layout below `source`; without it archives
-    are upgraded in place. `executor` is `local`, `dask` or `dask://ADDRESS`; `jobs` the
-    number of workers of a local pool or `LocalCluster` (default: the CPU count). With a
-    `ledger`, results already recorded for unchanged archives are yielded again with
-    `resumed=True` and not processed. Raises `LoadError` for a source without archives,
-    an unusable destination or a malformed ledger, before any archive is processed.
+    `destination` mirrors the layout below `source`: upgrades keep each archive's name
+    (without a destination they are in place); exports go to a local folder, named
+    without the archive suffix (`m.tar.gz` -> `m`, `m.pt` for `torch`). `executor` is
+    `local`, `dask` or `dask://ADDRESS`; `jobs` the number of workers of a local pool or
+    `LocalCluster` (default: the CPU count). With a `ledger`, results already recorded
+    for unchanged archives are yielded again with `resumed=True` and not processed.
+    `on_start(archives, bytes)` is told what is left to process before it starts.
+    Raises `LoadError` for a source without archives, an unusable destination or
+    executor, or a malformed ledger, before any archive is processed.
     """
     options = options or Options()
     if operation not in OPERATIONS:
         raise ValueError(f"unknown operation {operation!r}; one of {', '.join(OPERATIONS)}")
     if destination is not None and operation == "validate":
         raise LoadError("validate writes nothing: it takes no destination")
+    if operation == "export" and (destination is None or is_url(destination)):
+        raise LoadError("a batch export writes to a local folder: give one as DST")
+    if operation == "export" and options.export_to not in EXPORT_FORMATS:
+        raise LoadError(f"unknown export format {options.export_to!r}")
     if destination is not None and _inside(destination, source):
         raise LoadError(f"{destination}: inside the source {source}; choose another destination")
     run = _executor(executor, jobs if jobs is not None else os.cpu_count() or 1)
@@ -371,15 +386,41 @@ def run_batch(
         ):
             yield dataclasses.replace(previous, resumed=True)
             continue
-        output = None
-        if destination is not None:
-            output = _join(destination, archive.relative) if archive.relative else destination
+        output = _output(operation, archive, destination, options)
         pending.append(_Job(operation, archive, output, options))
+    _refuse_shared_outputs(pending)
+    if on_start is not None:
+        on_start(len(pending), sum(job.archive.size for job in pending))
     with Ledger(Path(ledger)) if ledger is not None else contextlib.nullcontext() as book:
         for result in run(pending):
             if book is not None:
                 book.append(result.as_json())
             yield result
+
+
+def _output(
+    operation: Operation, archive: Found, destination: str | None, options: Options
+) -> str | None:
+    if destination is None or not archive.relative:
+        return destination  # in place, or one archive: the destination as given
+    if operation != "export":
+        return _join(destination, archive.relative)
+    name = archive.relative.removesuffix(COMPRESSED_SUFFIX).removesuffix(PICKLE_SUFFIX)
+    return _join(destination, name + (".pt" if options.export_to == "torch" else ""))
+
+
+def _refuse_shared_outputs(jobs: list[_Job]) -> None:
+    """Two archives may not write one output (`m.pkl` and `m.tar.gz` both export to `m`)."""
+    claimed: dict[str, str] = {}
+    for job in jobs:
+        if job.destination is None:
+            continue
+        other = claimed.setdefault(job.destination, job.archive.url)
+        if other != job.archive.url:
+            raise LoadError(
+                f"{shown(other)} and {shown(job.archive.url)} would both be written to "
+                f"{shown(job.destination)}; process them separately"
+            )
 
 
 def _inside(destination: str, source: str) -> bool:
@@ -684,7 +725,56 @@ def _already_upgraded(job: _Job, target: str) -> ArchiveResult:
     )
 
 
+def _export(job: _Job) -> ArchiveResult:
+    from .export import ExportError, export
+
+    source = job.archive.url
+    target = str(job.destination)
+    if os.path.lexists(target):
+        return _already_exported(job, target)
+    try:
+        export(
+            source,
+            target,
+            to=job.options.export_to,  # type: ignore[arg-type]  # checked by `run_batch`
+            max_shard_size=job.options.max_shard_size,
+            allow_globals=job.options.allow_globals,
+        )
+    except StoreError:
+        raise
+    except (LoadError, ExportError) as error:
+        report = validate(source, allow_globals=job.options.allow_globals)
+        _raise_store_problem(report)
+        if report.valid:  # a state the format cannot hold, or a limit
+            return job.result(
+                "failed", revision=report.revision, reason=_reason(error, job.options)
+            )
+        return job.result("invalid", revision=report.revision, problems=report.problems)
+    report = validate(source, allow_globals=job.options.allow_globals)
+    return job.result("exported", revision=report.revision, output=target)
+
+
+def _already_exported(job: _Job, target: str) -> ArchiveResult:
+    """An export is published whole once it was read back and compared, so one already
+    at its path is an earlier run's (killed before its ledger line) when it has the
+    files of its format."""
+    marker = {"safetensors": "model.safetensors", "dcp": ".metadata"}.get(job.options.export_to)
+    path = Path(target)
+    complete = path.is_file() if marker is None else any(path.glob(marker + "*"))
+    if not complete:
+        return job.failed(f"{target}: already exists and is not a {job.options.export_to} export")
+    report = validate(job.archive.url, allow_globals=job.options.allow_globals)
+    _raise_store_problem(report)
+    return job.result(
+        "exported",
+        revision=report.revision,
+        output=target,
+        reason="the output was already there",
+    )
+
+
 _OPERATIONS: dict[Operation, Callable[[_Job], ArchiveResult]] = {
     "validate": _validate,
     "upgrade": _upgrade,
+    "export": _export,
 }

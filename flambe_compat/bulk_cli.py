@@ -1,10 +1,12 @@
-"""The batch form of `flambe-compat validate` and `upgrade`: many archives, in parallel.
+"""The batch form of `flambe-compat validate`, `upgrade` and `export`: many archives at once.
 
-`flambe-compat validate SRC --batch` (or with `--executor` or `--ledger`) processes every
-archive below SRC (a folder or a store prefix) through `flambe_compat.bulk.run_batch`,
-prints each result as it arrives and a summary at the end. Exit codes as for one
-archive: 0 when every archive is fine, 1 when any is invalid or failed, 2 for usage or
-I/O errors (nothing found, an unreachable store, an unusable ledger).
+`flambe-compat validate SRC --batch` (or with `--executor` or `--ledger`; the same for
+`upgrade SRC [DST]` and `export SRC DST --to FORMAT`) processes every archive below SRC
+(a folder or a store prefix) through `flambe_compat.bulk.run_batch`, prints each result
+as it arrives (`--jsonl`: one JSON object a line) and a summary at the end, or one
+document (`--json`, or `--format sarif` for validate). Exit codes as for one archive: 0
+when every archive is fine, 1 when any is invalid or failed, 2 for usage or I/O errors
+(nothing found, an unreachable store, an unusable ledger).
 
 >>> parser = argparse.ArgumentParser()
 >>> add_batch_arguments(parser)
@@ -24,6 +26,11 @@ from typing import Any
 
 from .bulk import ArchiveResult, Operation, Options, Summary, run_batch
 from .errors import LoadError
+from .problems import Problem
+from .progress import bar, wanted
+from .sarif import sarif_log
+from .store import shown
+from .validate import Report
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?$", re.IGNORECASE)
@@ -92,48 +99,90 @@ def run_batch_command(args: argparse.Namespace, operation: Operation) -> int:
     """Run the batch form of `operation` for parsed `args`; returns the exit code."""
     sources = args.paths if operation == "validate" else [args.source]
     destination = None if operation == "validate" else args.destination
+    form = "json" if args.json else getattr(args, "format", "text")
+    jsonl = getattr(args, "jsonl", False)
     try:
-        if getattr(args, "plugins", None) or getattr(args, "dry_run", False):
-            raise ValueError("--plugins and --dry-run are not available in the batch form")
+        options = _options(args, operation)
         if len(sources) != 1:
             raise ValueError("the batch form takes one source (a folder or a store prefix)")
-        options = Options(
-            strict=getattr(args, "strict", False),
-            allow_globals=tuple(getattr(args, "allow_global", ())),
-            to=getattr(args, "to", Options.to),
-            memory_limit=parse_size(args.memory_limit),
-            time_limit=args.time_limit or None,
-            retries=args.retries,
-        )
-        if args.retries < 0:
-            raise ValueError("--retries needs a number >= 0")
+        if jsonl and form != "text":
+            raise ValueError("--jsonl cannot be combined with --json or --format")
     except ValueError as error:
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
     started = time.monotonic()
     results: list[ArchiveResult] = []
+    enabled, force = wanted(args)
     try:
-        for result in run_batch(
-            operation,
-            sources[0],
-            destination,
-            options=options,
-            executor=args.executor or "local",
-            jobs=args.workers,
-            ledger=args.ledger,
-        ):
-            results.append(result)
-            if not args.json and not result.resumed:
-                print(render(result), flush=True)
+        with bar(operation, enabled=enabled, force=force) as display:
+            for result in run_batch(
+                operation,
+                sources[0],
+                destination,
+                options=options,
+                executor=args.executor or "local",
+                jobs=args.workers,
+                ledger=args.ledger,
+                on_start=lambda _, nbytes: display.update(0, nbytes),
+            ):
+                results.append(result)
+                if result.resumed:
+                    continue
+                display.advance(result.size, result.relative)
+                if jsonl:
+                    print(json.dumps(result.as_json()), flush=True)
+                elif form == "text":
+                    print(render(result), flush=True)
     except LoadError as error:
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
     summary = Summary.of(results, time.monotonic() - started)
-    if args.json:
+    if form == "json":
         print(json.dumps(document(summary, results), indent=1))
+    elif form == "sarif":
+        print(json.dumps(sarif_log([_as_report(result) for result in results]), indent=1))
+    elif jsonl:
+        print(json.dumps({"summary": summary.as_json()}))
     else:
         print(summary.render())
     return EXIT_VALID if summary.ok else EXIT_INVALID
+
+
+def _options(args: argparse.Namespace, operation: Operation) -> Options:
+    """The batch options of `args`; raises `ValueError` for what the batch form refuses."""
+    if getattr(args, "plugins", None) or getattr(args, "dry_run", False):
+        raise ValueError("--plugins and --dry-run are not available in the batch form")
+    if getattr(args, "trusted", False) or getattr(args, "overwrite", False):
+        raise ValueError("--trusted and --overwrite are not available in the batch form")
+    if getattr(args, "from_files", False):
+        raise ValueError("--from-files is not available in the batch form")
+    if args.retries < 0:
+        raise ValueError("--retries needs a number >= 0")
+    extra: dict[str, Any] = {}
+    if operation == "upgrade":
+        extra["to"] = args.to
+    if operation == "export":
+        from .export import parse_size as parse_shard_size
+
+        extra["export_to"] = args.to
+        extra["max_shard_size"] = parse_shard_size(args.max_shard_size)
+    return Options(
+        strict=getattr(args, "strict", False),
+        allow_globals=tuple(getattr(args, "allow_global", ())),
+        memory_limit=parse_size(args.memory_limit),
+        time_limit=args.time_limit or None,
+        retries=args.retries,
+        **extra,
+    )
+
+
+def _as_report(result: ArchiveResult) -> Report:
+    """A result as the report SARIF is written from; an archive that could not be judged
+    is one problem (rule `not-processed`), so code scanning shows it."""
+    problems = list(result.problems)
+    if result.verdict == "failed":
+        problems.append(Problem("", "not-processed", str(result.reason)))
+    return Report(shown(result.path), revision=result.revision, problems=problems)
 
 
 def render(result: ArchiveResult) -> str:
@@ -148,6 +197,8 @@ def render(result: ArchiveResult) -> str:
         return f"{where} -> {result.output}: upgraded from revision {result.revision}"
     if result.verdict == "current":
         return f"{where}: already at the target revision ({result.revision})"
+    if result.verdict == "exported":
+        return f"{where} -> {result.output}: exported, verified"
     return f"{where}: valid (revision {result.revision})"
 
 

@@ -165,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     out.add_argument("--json", action="store_true", help="print a machine-readable result")
     out.add_argument("--progress", action="store_true", help="show progress even off a terminal")
+    add_batch_arguments(out)
     out.set_defaults(run=_export)
     return parser
 
@@ -541,6 +542,8 @@ def _plural(count: int, noun: str) -> str:
 def _export(args: argparse.Namespace) -> int:
     from .export import ExportError, export, parse_size
 
+    if batch_requested(args):
+        return run_batch_command(args, "export")
     source = Path(args.source)
     if not source.exists() and not source.is_symlink():
         print(f"flambe-compat: {source}: no such file or directory", file=sys.stderr)
