@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from flambe_compat import State, save_state_to_file, validate
+from flambe_compat import State, load_state_from_file, save_state_to_file, validate
 from flambe_compat.bulk import (
     ArchiveResult,
     Options,
@@ -325,3 +325,59 @@ def test_batch_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str])
 def test_a_destination_inside_the_source_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="inside the source"):
         list(run_batch("upgrade", str(tmp_path), str(tmp_path / "out")))
+
+
+def test_batch_sarif_and_jsonl(
+    store: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jsonschema import Draft4Validator
+
+    root, relative = store
+    argv = ["validate", str(root), "--batch", "--workers", "2"]
+    assert main([*argv, "--format", "sarif"]) == 1
+    log = json.loads(capsys.readouterr().out)
+    schema = json.loads((Path(__file__).parent / "sarif" / "sarif-schema-2.1.0.json").read_text())
+    Draft4Validator(schema).validate(log)
+    located = {
+        result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        for result in log["runs"][0]["results"]
+    }
+    for name in BAD:  # at the archive, or at the file a problem names in a folder archive
+        assert any(name in uri for uri in located), name
+    assert all("/bad/" in uri for uri in located)
+
+    assert main([*argv, "--jsonl"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(line["relative"] for line in lines[:-1]) == relative
+    assert lines[-1]["summary"]["archives"] == len(relative)
+
+
+def test_bulk_export(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    for name in ("mlp-dir", "mlp-pkl.pkl", "wrapper-pkltgz.pkl.tar.gz"):
+        path = CORPUS / "0.4.13-legacy" / name
+        (shutil.copytree if path.is_dir() else shutil.copyfile)(path, source / "a" / name)
+    (source / "bad").mkdir()
+    (source / "bad" / "garbage.pkl").write_bytes(b"\x80\x02not a pickle")
+    before = snapshot(source)
+    out = tmp_path / "out"
+    options = Options(retries=0, export_to="torch")
+    results = {r.relative: r for r in run_batch("export", str(source), str(out), options=options)}
+    assert snapshot(source) == before
+    assert results["bad/garbage.pkl"].verdict == "invalid"
+    assert not (out / "bad").exists()
+    for name in ("a/mlp-dir", "a/mlp-pkl.pkl", "a/wrapper-pkltgz.pkl.tar.gz"):
+        assert results[name].verdict == "exported"
+        stem = name.removesuffix(".tar.gz").removesuffix(".pkl")
+        assert results[name].output == f"{out}/{stem}.pt"
+        state = torch.load(f"{out}/{stem}.pt", weights_only=True)
+        assert list(state) == list(load_state_from_file(str(source / name))), name
+    again = run_batch("export", str(source), str(out), options=options)
+    assert {r.reason for r in again if r.ok} == {"the output was already there"}
+
+
+def test_two_archives_exporting_to_one_output_are_refused(tmp_path: Path) -> None:
+    shutil.copyfile(CORPUS / "0.4.13-legacy" / "mlp-pkl.pkl", tmp_path / "m.pkl")
+    shutil.copyfile(CORPUS / "0.4.13-legacy" / "mlp-tgz.tar.gz", tmp_path / "m.tar.gz")
+    with pytest.raises(LoadError, match="would both be written"):
+        list(run_batch("export", str(tmp_path), str(tmp_path.parent / "out")))
