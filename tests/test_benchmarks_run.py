@@ -14,7 +14,7 @@ import pytest
 from tests.oracle import REPO, find_oracle
 
 SCRIPTS = sorted(p.stem for p in (REPO / "benchmarks").glob("bench_*.py"))
-SAVE_LOAD_SCRIPTS = [script for script in SCRIPTS if script != "bench_export"]
+SAVE_LOAD_SCRIPTS = [script for script in SCRIPTS if script not in ("bench_bulk", "bench_export")]
 TINY = ("--size-mb", "2", "--nodes", "4", "--repeats", "1", "--protocol", "1")
 RATIOS = ("save ratio", "load ratio", "peak RSS while loading / tensor bytes")
 REMOTE_RATIOS = ("remote load / s3fs download", "remote load / (s3fs download + local load)")
@@ -39,6 +39,7 @@ def assert_ratios(out: str, labels: tuple[str, ...]) -> None:
 
 def test_every_benchmark_is_checked() -> None:
     assert SCRIPTS == [
+        "bench_bulk",
         "bench_compress",
         "bench_export",
         "bench_large",
@@ -56,6 +57,20 @@ def test_benchmark_runs_small(script: str) -> None:
 
 def test_export_benchmark_runs_small() -> None:
     assert_ratios(run_small("bench_export"), ("export ratio",))
+
+
+def test_bulk_benchmark_runs_small() -> None:
+    flags = ("--max-archives", "3", "--copies", "1", "--loop", "1", "--executors", "local")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_bulk", *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for label in ("validate local / shell loop", "upgrade local / shell loop"):
+        assert re.search(rf"^{label}: \d+\.\d\d ", done.stdout, re.MULTILINE), done.stdout
 
 
 @pytest.mark.oracle
