@@ -631,9 +631,10 @@ def _limits(memory: int | None, seconds: float | None) -> Iterator[None]:
     """Cap the address space at what the process uses plus `memory`; after `seconds` the
     process exits (a watchdog thread that the GIL or C code cannot block)."""
     previous = resource.getrlimit(resource.RLIMIT_AS)
-    if memory is not None:
+    used = _address_space() if memory is not None else None
+    if memory is not None and used is not None:
         hard = previous[1]
-        soft = _address_space() + memory
+        soft = used + memory
         resource.setrlimit(resource.RLIMIT_AS, (soft if hard < 0 else min(soft, hard), hard))
     if seconds is not None:
         faulthandler.dump_traceback_later(seconds, exit=True, file=_null())
@@ -642,13 +643,18 @@ def _limits(memory: int | None, seconds: float | None) -> Iterator[None]:
     finally:
         if seconds is not None:
             faulthandler.cancel_dump_traceback_later()
-        if memory is not None:
+        if used is not None:
             resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
-def _address_space() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+def _address_space() -> int | None:
+    """The bytes of address space this process uses; None where /proc does not tell
+    (there the memory limit is not applied)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return None
 
 
 _NULL: list[Any] = []

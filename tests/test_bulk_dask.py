@@ -7,6 +7,7 @@ it through its address, as with `--executor dask://HOST:PORT`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,11 +26,18 @@ pytest.importorskip("moto")
 pytest.importorskip("s3fs")
 
 from flambe_compat import validate  # noqa: E402
-from flambe_compat.bulk import DASK_SETTINGS, ArchiveResult, Options, run_batch  # noqa: E402
+from flambe_compat.bulk import (  # noqa: E402
+    DASK_SETTINGS,
+    ArchiveResult,
+    Options,
+    find_archives_below,
+    run_batch,
+)
 from flambe_compat.cli import main  # noqa: E402
 from flambe_compat.container import MAX_UNPACKED_ENV  # noqa: E402
 from flambe_compat.ledger import read_records  # noqa: E402
 from tests.bulkstore import BAD, BOMB_CAP, hanging_pickle, make_store  # noqa: E402
+from tests.corpus import CORPUS  # noqa: E402
 from tests.s3server import S3Server, free_port  # noqa: E402
 
 QUICK = Options(retries=0, time_limit=120)
@@ -225,3 +233,20 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def test_the_local_executor_reads_the_store_too(s3_store: tuple[str, Path, list[str]]) -> None:
+    prefix, _, relative = s3_store
+    source = f"{prefix}/copy0/0.4.18-zip"
+    results = list(run_batch("validate", source, options=QUICK, jobs=2))
+    expected = [name for name in relative if name.startswith("copy0/0.4.18-zip/")]
+    assert len(results) == len(expected) and {r.verdict for r in results} == {"valid"}
+
+
+def test_the_command_line_starts_its_own_local_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    folder = CORPUS / "0.4.6-legacy"
+    argv = ["validate", str(folder), "--executor", "dask", "--workers", "2", "--jsonl"]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["summary"]["verdicts"] == {"valid": len(lines) - 1}
+    assert len(lines) - 1 == len(find_archives_below(str(folder)))
