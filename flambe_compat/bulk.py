@@ -195,7 +195,7 @@ class Summary:
             processed=len(processed),
             resumed=len(results) - len(processed),
             verdicts=dict(sorted(Counter(r.verdict for r in results).items())),
-            revisions=dict(sorted(Counter(str(r.revision) for r in results).items())),
+            revisions=dict(sorted(Counter(r.revision or "unknown" for r in results).items())),
             bytes=sum(r.size for r in results),
             processed_bytes=sum(r.size for r in processed),
             seconds=seconds,
@@ -378,15 +378,11 @@ def run_batch(
     done = _previous_results(Path(ledger), operation) if ledger is not None else {}
     pending: list[_Job] = []
     for archive in found:
+        output = _output(operation, archive, destination, options)
         previous = done.get(archive.url)
-        if (
-            previous is not None
-            and (previous.size, previous.fingerprint) == (archive.size, archive.fingerprint)
-            and previous.verdict != "failed"
-        ):
+        if previous is not None and _still_done(previous, archive, output):
             yield dataclasses.replace(previous, resumed=True)
             continue
-        output = _output(operation, archive, destination, options)
         pending.append(_Job(operation, archive, output, options))
     _refuse_shared_outputs(pending)
     if on_start is not None:
@@ -396,6 +392,17 @@ def run_batch(
             if book is not None:
                 book.append(result.as_json())
             yield result
+
+
+def _still_done(previous: ArchiveResult, archive: Found, output: str | None) -> bool:
+    """Whether a ledger record stands: a final verdict on the same bytes, and for an
+    upgrade or export, written where this run would write it."""
+    if previous.verdict == "failed":
+        return False
+    if (previous.size, previous.fingerprint) != (archive.size, archive.fingerprint):
+        return False
+    written = previous.verdict in ("upgraded", "current", "exported")
+    return not written or previous.output == (archive.url if output is None else output)
 
 
 def _output(
@@ -701,11 +708,11 @@ def _upgrade(job: _Job) -> ArchiveResult:
             )
         problems = report.problems or [Problem("", "upgrade", str(error))]
         return job.result("invalid", revision=report.revision, problems=problems)
-    written = done.destination is not None
+    # the upgrade writes the archive where it was asked to, under the same name
     return job.result(
-        "upgraded" if written else "current",
+        "upgraded" if done.destination is not None else "current",
         revision=done.source_revision,
-        output=str(done.destination) if written else source,
+        output=source if target is None else target,
     )
 
 
@@ -726,7 +733,7 @@ def _already_upgraded(job: _Job, target: str) -> ArchiveResult:
     return job.result(
         "upgraded",
         revision=source.revision,
-        output=shown(target),
+        output=target,
         reason="the output was already there, valid and at the target revision",
     )
 

@@ -381,3 +381,17 @@ def test_two_archives_exporting_to_one_output_are_refused(tmp_path: Path) -> Non
     shutil.copyfile(CORPUS / "0.4.13-legacy" / "mlp-tgz.tar.gz", tmp_path / "m.tar.gz")
     with pytest.raises(LoadError, match="would both be written"):
         list(run_batch("export", str(tmp_path), str(tmp_path.parent / "out")))
+
+
+def test_a_ledger_record_stands_only_for_the_same_output(tmp_path: Path) -> None:
+    source = shutil.copytree(CORPUS / "0.4.11-legacy" / "counter-dir", tmp_path / "src" / "m")
+    ledger = tmp_path / "ledger.jsonl"
+    first = tmp_path / "first"
+    [done] = run_batch("upgrade", str(source.parent), str(first), options=QUICK, ledger=ledger)
+    [again] = run_batch("upgrade", str(source.parent), str(first), options=QUICK, ledger=ledger)
+    second = tmp_path / "second"
+    [elsewhere] = run_batch(
+        "upgrade", str(source.parent), str(second), options=QUICK, ledger=ledger
+    )
+    assert (done.resumed, again.resumed, elsewhere.resumed) == (False, True, False)
+    assert elsewhere.output == f"{second}/m" and validate(second / "m").revision == "2.0"
