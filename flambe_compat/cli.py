@@ -1,8 +1,9 @@
 """The `flambe-compat` command line: `validate`, `inspect`, `upgrade` and `export`.
 
-Exit codes: 0 when every archive is valid, 1 when any is invalid, 2 for usage or I/O
-errors (a path that does not exist, a folder with no archive in it, an export target
-that exists). Long work shows a progress bar on a terminal (see `progress`).
+Paths may be URLs (`s3://...`, see `flambe_compat.store`). Exit codes: 0 when every
+archive is valid, 1 when any is invalid, 2 for usage or I/O errors (a path that does not
+exist, a folder with no archive in it, a store that cannot be read, an export target that
+exists). Long work shows a progress bar on a terminal (see `progress`).
 
 >>> main(["validate", "fixtures/flambe-corpus/0.4.18-zip/counter-dir"])
 fixtures/flambe-corpus/0.4.18-zip/counter-dir: valid (protocol 1 revision 1.4, ...)
@@ -29,6 +30,7 @@ from .layout import MANIFEST_FILE_NAME, PROTOCOL_VERSION_FILE_NAME
 from .migrate import LATEST, Migration
 from .peek import TensorInfo
 from .progress import Bar, bar, wanted
+from .store import StoreError, is_url, shown
 from .tree import component_folders
 from .upgrade import UpgradeResult, upgrade
 from .validate import Report, _payloads, validate
@@ -161,6 +163,12 @@ def _parser() -> argparse.ArgumentParser:
         "--trusted", action="store_true", help="unpickle with dill as flambe did (trusted SRC only)"
     )
     out.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    out.add_argument(
+        "--non-atomic",
+        action="store_true",
+        help="allow a folder export (safetensors, dcp) to a URL: stores cannot rename, so a "
+        "reader may see it half-uploaded",
+    )
     out.add_argument("--json", action="store_true", help="print a machine-readable result")
     out.add_argument("--progress", action="store_true", help="show progress even off a terminal")
     out.set_defaults(run=_export)
@@ -175,30 +183,31 @@ def _validate(args: argparse.Namespace) -> int:
     if args.jsonl and form != "text":
         print("flambe-compat: --jsonl cannot be combined with --json or --format", file=sys.stderr)
         return EXIT_USAGE
-    archives: list[Path] = []
+    archives: list[Path | str] = []
     usage_error = False
     if args.from_files:
-        archives = archive_roots(Path(given) for given in args.paths)
+        archives += archive_roots(Path(given) for given in args.paths)
     else:
         for given in args.paths:
             try:
-                archives += find_archives(Path(given))
+                archives += [given] if is_url(given) else find_archives(Path(given))
             except LoadError as error:
                 print(f"flambe-compat: {error}", file=sys.stderr)
                 usage_error = True
     check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
     enabled, force = wanted(args)
     reports: list[Report] = []
-    with bar("validate", enabled=enabled and len(archives) > 1, force=force) as shown:
-        sizes = [_bytes_on_disk(archive) for archive in archives] if shown.enabled else []
-        shown.update(0, sum(sizes))
+    with bar("validate", enabled=enabled and len(archives) > 1, force=force) as meter:
+        sizes = [_bytes_on_disk(archive) for archive in archives] if meter.enabled else []
+        meter.update(0, sum(sizes))
         for index, report in enumerate(_reports(check, archives, args.jobs)):
             reports.append(report)
             if args.jsonl:
                 print(json.dumps(report.as_json()), flush=True)
-            if shown.enabled:
-                shown.advance(sizes[index], str(archives[min(index + 1, len(archives) - 1)]))
-    invalid = sum(not report.valid for report in reports)
+            if meter.enabled:
+                meter.advance(sizes[index], shown(archives[min(index + 1, len(archives) - 1)]))
+    usage_error = usage_error or any(map(_store_failed, reports))
+    invalid = sum(not report.valid and not _store_failed(report) for report in reports)
     if form == "json":
         document = {
             "valid": invalid == 0 and not usage_error,
@@ -222,7 +231,14 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID if invalid else EXIT_VALID
 
 
-def _reports(check: Callable[[Path], Report], archives: list[Path], jobs: int) -> Iterator[Report]:
+def _store_failed(report: Report) -> bool:
+    """Whether the archive could not be read from its store (an I/O error, exit 2)."""
+    return any(problem.rule == "store" for problem in report.problems)
+
+
+def _reports(
+    check: Callable[[Path | str], Report], archives: list[Path | str], jobs: int
+) -> Iterator[Report]:
     """The reports on `archives` in order, each as soon as it (and those before) is done."""
     if jobs > 1 and len(archives) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -231,8 +247,10 @@ def _reports(check: Callable[[Path], Report], archives: list[Path], jobs: int) -
         yield from map(check, archives)
 
 
-def _bytes_on_disk(path: Path) -> int:
-    """The bytes of an archive's files (a progress bar's measure of the work)."""
+def _bytes_on_disk(path: Path | str) -> int:
+    """The bytes of an archive's files (a progress bar's measure of the work); 0 for a URL."""
+    if isinstance(path, str):
+        return 0
     if not path.is_dir():
         return path.stat().st_size if path.is_file() else 0
     return sum(
@@ -266,7 +284,7 @@ def archive_roots(files: Iterable[Path]) -> list[Path]:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    source_root = Path(args.source)
+    source_root: Path | str = args.source if is_url(args.source) else Path(args.source)
     try:
         import_plugins(args.plugins)
     except Exception as error:  # a user's module: whatever it raises is a usage error here
@@ -276,32 +294,45 @@ def _upgrade(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     try:
-        sources = [
-            found
-            for found in find_archives(source_root)
-            if found == source_root or not BACKUP_NAME.search(found.name)
-        ]
+        sources: list[Path | str] = (
+            [source_root]
+            if isinstance(source_root, str)
+            else [
+                found
+                for found in find_archives(source_root)
+                if found == source_root or not BACKUP_NAME.search(found.name)
+            ]
+        )
         if not sources:
             raise LoadError(f"{source_root}: only backups (NAME.bak, NAME.bak.N) found")
     except LoadError as error:
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
-    many = len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
+    many = isinstance(source_root, Path) and (
+        len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
+    )
     results: list[dict[str, Any]] = []
     lines: list[str] = []
-    failed = 0
+    failed = unreachable = 0
     enabled, force = wanted(args)
-    with bar("upgrade", enabled=enabled, force=force) as shown:
-        sizes = [_bytes_on_disk(source) for source in sources] if shown.enabled else []
-        shown.update(0, sum(sizes))
+    with bar("upgrade", enabled=enabled, force=force) as meter:
+        sizes = [_bytes_on_disk(source) for source in sources] if meter.enabled else []
+        meter.update(0, sum(sizes))
         for index, source in enumerate(sources, start=1):
-            destination = None
+            destination: Path | str | None = None
             if args.destination is not None:
-                destination = Path(args.destination)
-                if many:
-                    destination = destination / source.relative_to(source_root)
-            label = f"[{index}/{len(sources)}] {source}"
-            shown.advance(0, label)
+                destination = (
+                    args.destination if is_url(args.destination) else Path(args.destination)
+                )
+                if many and isinstance(source, Path) and isinstance(source_root, Path):
+                    relative = source.relative_to(source_root)
+                    destination = (
+                        f"{destination.rstrip('/')}/{relative.as_posix()}"
+                        if isinstance(destination, str)
+                        else destination / relative
+                    )
+            label = f"[{index}/{len(sources)}] {shown(source)}"
+            meter.advance(0, label)
             try:
                 result = upgrade(
                     source,
@@ -309,17 +340,18 @@ def _upgrade(args: argparse.Namespace) -> int:
                     to=args.to,
                     dry_run=args.dry_run,
                     class_migrations=class_migrations if args.plugins else None,
-                    on_step=partial(_show_step, shown, label),
+                    on_step=partial(_show_step, meter, label),
                 )
             except (LoadError, OSError, ValueError) as error:
                 failed += 1
-                results.append({"source": str(source), "error": str(error)})
-                lines.append(f"{source}: upgrade failed: {error}")
+                unreachable += isinstance(error, StoreError)
+                results.append({"source": shown(source), "error": str(error)})
+                lines.append(f"{shown(source)}: upgrade failed: {error}")
             else:
                 results.append(result.as_json())
                 lines.append(_render_upgrade(result))
-            if shown.enabled:
-                shown.advance(sizes[index - 1])
+            if meter.enabled:
+                meter.advance(sizes[index - 1])
     if not args.json:
         for line, outcome in zip(lines, results, strict=True):
             print(line, file=sys.stderr if "error" in outcome else sys.stdout)
@@ -330,6 +362,8 @@ def _upgrade(args: argparse.Namespace) -> int:
                 indent=1,
             )
         )
+    if unreachable:
+        return EXIT_USAGE
     return EXIT_INVALID if failed else EXIT_VALID
 
 
@@ -344,8 +378,8 @@ def _render_upgrade(result: UpgradeResult) -> str:
     return f"{result.source}{where}: {steps}{classes}{backup}"
 
 
-def _show_step(shown: Bar, label: str, step: Migration) -> None:
-    shown.advance(0, f"{label}: {step.source} -> {step.target}")
+def _show_step(meter: Bar, label: str, step: Migration) -> None:
+    meter.advance(0, f"{label}: {step.source} -> {step.target}")
 
 
 def find_archives(path: Path) -> list[Path]:
@@ -381,11 +415,12 @@ def _inspect(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     code = EXIT_VALID
     for given in args.paths:
-        path = Path(given)
+        path: Path | str = given if is_url(given) else Path(given)
         report = validate(path)
         if report.document is None:
             print(report.render(), file=sys.stderr)
-            code = max(code, EXIT_USAGE if not path.exists() else EXIT_INVALID)
+            missing = isinstance(path, Path) and not path.exists()
+            code = max(code, EXIT_USAGE if missing or _store_failed(report) else EXIT_INVALID)
             continue
         if args.json:
             print(json.dumps(report.document, indent=1))
@@ -450,11 +485,11 @@ def _print_table(title: str, rows: list[list[str]]) -> None:
 
 def _inspect_globals(args: argparse.Namespace) -> int:
     """`inspect --globals`: every refused global of every archive under PATHs, per file."""
-    archives: list[Path] = []
+    archives: list[Path | str] = []
     code = EXIT_VALID
     for given in args.paths:
         try:
-            archives += find_archives(Path(given))
+            archives += [given] if is_url(given) else find_archives(Path(given))
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             code = EXIT_USAGE
@@ -463,14 +498,14 @@ def _inspect_globals(args: argparse.Namespace) -> int:
         report = validate(archive)
         if report.document is None:
             print(report.render(), file=sys.stderr)
-            code = max(code, EXIT_INVALID)
+            code = max(code, EXIT_USAGE if _store_failed(report) else EXIT_INVALID)
             continue
         files = {
             path: list(payload["unsafe_globals"])
             for path, payload in _payloads(report.document)
             if payload.get("unsafe_globals")
         }
-        found.append({"source": str(archive), "files": files})
+        found.append({"source": shown(archive), "files": files})
     names = sorted({name for entry in found for names in entry["files"].values() for name in names})
     if names:
         code = max(code, EXIT_INVALID)
@@ -508,8 +543,8 @@ def _plural(count: int, noun: str) -> str:
 def _export(args: argparse.Namespace) -> int:
     from .export import ExportError, export, parse_size
 
-    source = Path(args.source)
-    if not source.exists() and not source.is_symlink():
+    source: Path | str = args.source if is_url(args.source) else Path(args.source)
+    if isinstance(source, Path) and not source.exists() and not source.is_symlink():
         print(f"flambe-compat: {source}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -519,7 +554,7 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     enabled, force = wanted(args)
     try:
-        with bar("export", enabled=enabled, force=force) as shown:
+        with bar("export", enabled=enabled, force=force) as meter:
             result = export(
                 source,
                 args.destination,
@@ -528,12 +563,16 @@ def _export(args: argparse.Namespace) -> int:
                 allow_globals=args.allow_global,
                 trusted=args.trusted,
                 overwrite=args.overwrite,
-                progress=lambda phase, done, total: shown.update(done, total, phase),
+                atomic=not args.non_atomic,
+                progress=lambda phase, done, total: meter.update(done, total, phase),
             )
+    except (StoreError, OSError) as error:
+        print(f"flambe-compat: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (LoadError, ExportError) as error:
-        print(f"flambe-compat: {source}: cannot export: {error}", file=sys.stderr)
+        print(f"flambe-compat: {shown(source)}: cannot export: {error}", file=sys.stderr)
         return EXIT_INVALID
-    except OSError as error:
+    except ValueError as error:  # a remote target that exists, or a folder not atomic there
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:

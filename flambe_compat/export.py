@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .publish import publish, staging
 from .serialization import load_state_from_file
 from .state import State
+from .store import is_url, staged
 
 if TYPE_CHECKING:
     import torch
@@ -100,26 +101,49 @@ def export(
     allow_globals: Iterable[str] = (),
     trusted: bool = False,
     overwrite: bool = False,
+    atomic: bool = True,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Export the archive at `source` to `destination` in format `to`; see the module.
 
-    Raises `LoadError` for an invalid source, `FileExistsError` for an existing
-    `destination` (unless `overwrite`), `ExportError` for a state the format cannot hold
-    (a sparse tensor in safetensors, a value with no JSON form, ...), and `OSError` when
-    the export cannot be written.
+    Either may be a URL (`flambe_compat.store`): the export is built and checked locally,
+    then uploaded. Object stores cannot rename atomically, so a folder export (safetensors,
+    dcp) to a URL is refused unless `atomic=False`; a torch file goes up whole.
+
+    Raises `LoadError` for an invalid source, `FileExistsError` for an existing local
+    `destination` (flambe's `ValueError` for a remote one) unless `overwrite`,
+    `ExportError` for a state the format cannot hold (a sparse tensor in safetensors, a
+    value with no JSON form, ...), and `OSError` (`StoreError` for a store) when the
+    export cannot be written or read.
     """
     if to not in FORMATS:
         raise ValueError(f"unknown export format {to!r}: one of {', '.join(FORMATS)}")
     if max_shard_size < 1:
         raise ValueError(f"max_shard_size must be positive, not {max_shard_size}")
-    target = Path(destination)
-    if not overwrite and os.path.lexists(target):
-        raise FileExistsError(f"{target}: already exists; remove it or choose another path")
+    if not is_url(destination) and not overwrite and os.path.lexists(destination):
+        raise FileExistsError(f"{destination}: already exists; remove it or choose another path")
     state = load_state_from_file(
         source, map_location="cpu", allow_globals=allow_globals, trusted=trusted
     )
     report = progress or _no_progress
+    with staged(destination, overwrite=overwrite, atomic=atomic) as stand_in:
+        files, shared = _build(state, stand_in.path, to, max_shard_size, overwrite, report)
+    tensors = _tensors(state)
+    return ExportResult(
+        source=os.fspath(source),
+        destination=stand_in.final or os.fspath(stand_in.path),
+        format=to,
+        files=files,
+        tensors=len(tensors),
+        tensor_bytes=sum(_nbytes(t) for t in tensors.values()),
+        shared={name: view["of"] for name, view in shared.items()},
+    )
+
+
+def _build(
+    state: State, target: Path, to: Format, max_shard_size: int, overwrite: bool, report: Progress
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Write, check and publish the export at the local `target`."""
     with staging(target) as scratch:
         built = scratch / target.name
         if to == "safetensors":
@@ -134,16 +158,7 @@ def export(
             raise FileExistsError(
                 f"{target}: already exists; remove it or choose another path"
             ) from error
-    tensors = _tensors(state)
-    return ExportResult(
-        source=os.fspath(source),
-        destination=os.fspath(target),
-        format=to,
-        files=files,
-        tensors=len(tensors),
-        tensor_bytes=sum(_nbytes(t) for t in tensors.values()),
-        shared={name: view["of"] for name, view in shared.items()},
-    )
+    return files, shared
 
 
 def parse_size(text: str) -> int:

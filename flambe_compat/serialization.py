@@ -29,6 +29,7 @@ from .manifest import PROTOCOL_2
 from .migrate import LATEST, run
 from .read import read_archive
 from .state import State
+from .store import fetched, staged
 from .tree import (
     SaveTreeNode,
     _convert_to_tree,
@@ -74,8 +75,9 @@ def save_state_to_file(
     pickle_protocol: int = DEFAULT_PROTOCOL,
     *,
     protocol: int = PROTOCOL_2,
+    atomic: bool = True,
 ) -> None:
-    """Save `state` to `path`.
+    """Save `state` to `path` (a local path or a URL: see `flambe_compat.store`).
 
     By default a folder mirroring the object hierarchy; `compress` tars and gzips it
     into `PATH.tar.gz`; `pickle_only` writes one pickle, `PATH.pkl` (`PATH.pkl.tar.gz`
@@ -86,15 +88,20 @@ def save_state_to_file(
     checksums, payloads loadable with `torch.load(weights_only=True)`; its payloads always
     use the standard pickle. `protocol=1` writes what flambe 0.4.18 reads, pickling with
     `pickle_module` and `pickle_protocol` (default 2) as flambe did.
+
+    To a URL, the archive is built locally and uploaded, `manifest.json` last. Object
+    stores cannot rename atomically, so a protocol 1 folder (which has no manifest to
+    upload last) is refused unless `atomic=False`; single-file archives go up whole.
     """
-    if protocol == PROTOCOL_1:
-        write_protocol1(
-            state, os.fspath(path), compress, pickle_only, overwrite, pickle_module, pickle_protocol
-        )
-    elif protocol == PROTOCOL_2:
-        write_protocol2(state, os.fspath(path), compress, pickle_only, overwrite)
-    else:
+    if protocol not in (PROTOCOL_1, PROTOCOL_2):
         raise ValueError(f"protocol must be 1 or 2, not {protocol!r}")
+    with staged(path, overwrite=overwrite, atomic=atomic) as target:
+        if protocol == PROTOCOL_1:
+            write_protocol1(
+                state, target.path, compress, pickle_only, overwrite, pickle_module, pickle_protocol
+            )
+        else:
+            write_protocol2(state, target.path, compress, pickle_only, overwrite)
 
 
 def save(
@@ -107,6 +114,7 @@ def save(
     pickle_protocol: int = DEFAULT_PROTOCOL,
     *,
     protocol: int = PROTOCOL_2,
+    atomic: bool = True,
 ) -> None:
     """Save any object with a `get_state()` method: `save_state_to_file(obj.get_state(), ...)`."""
     save_state_to_file(
@@ -118,6 +126,7 @@ def save(
         pickle_module,
         pickle_protocol,
         protocol=protocol,
+        atomic=atomic,
     )
 
 
@@ -134,7 +143,9 @@ def load_state_from_file(
     class_migrations: ClassMigrations | None = None,
     **pickle_load_args: Any,
 ) -> State:
-    """Load the `State` saved at `path`: a folder, a pickle, or either one in a tar.gz.
+    """Load the `State` saved at `path`: a folder, a pickle, or either one in a tar.gz;
+    a local path or a URL (`s3://`, `gs://`, `az://`, `http(s)://`, `hf://`, `memory://`:
+    see `flambe_compat.store`).
 
     The format and revision are inferred; older revisions are brought to the latest in
     memory, so the State equals what loading the upgraded archive gives.
@@ -153,7 +164,7 @@ def load_state_from_file(
     those registered with `flambe_compat.register_class_migration`).
     """
     trust = Trust.of(allow_globals, trusted, map_location)
-    with opened(path) as archive:
+    with fetched(path) as local, opened(local) as archive:
         report = check(archive, strict=strict, trust=trust, verify=verify)
         report.raise_for_problems()
         decoded = read_archive(archive, report, trust, pickle_module, **pickle_load_args)

@@ -35,6 +35,7 @@ from .problems import Problem
 from .publish import staging
 from .read import read_archive
 from .state import State
+from .store import fetched, is_url, shown, staged
 from .unpickle import Trust
 from .validate import check
 from .write import write_archive
@@ -44,12 +45,13 @@ from .write import write_archive
 class UpgradeResult:
     """What an upgrade did (or, for a dry run, would do)."""
 
-    source: Path
+    source: Path | str
+    """A local path, or a URL as printed (without credentials)."""
     source_revision: str
     target_revision: str
     steps: list[str]
-    destination: Path | None = None
-    backup: Path | None = None
+    destination: Path | str | None = None
+    backup: Path | str | None = None
     classes: dict[str, str] = field(default_factory=dict)
     """Component prefix -> new class version, for nodes moved by class migrations."""
     dry_run: bool = False
@@ -76,18 +78,27 @@ def upgrade(
     class_migrations: ClassMigrations | None = None,
     trust: Trust | None = None,
     on_step: Callable[[Migration], None] | None = None,
+    atomic: bool = True,
 ) -> UpgradeResult:
-    """Upgrade the archive at `source` to revision `to`; see the module docstring."""
-    source = Path(source)
+    """Upgrade the archive at `source` to revision `to`; see the module docstring.
+
+    `source` and `destination` may be URLs (see `flambe_compat.store`): the archive is
+    upgraded locally and uploaded; in place, the original is first copied to `NAME.bak`
+    on the store. `atomic=False` accepts a protocol 1 folder uploaded file by file.
+    """
     trust = trust or Trust()
-    with opened(source) as archive:
+    with fetched(source) as local, opened(local) as archive:
         report = check(archive, trust=trust)
         report.raise_for_problems()
         decoded = read_archive(archive, report, trust)
         container = archive.container
     steps = plan(decoded.revision, to)
     result = UpgradeResult(
-        source, decoded.revision, to, [f"{s.source}->{s.target}" for s in steps], dry_run=dry_run
+        _named(source),
+        decoded.revision,
+        to,
+        [f"{s.source}->{s.target}" for s in steps],
+        dry_run=dry_run,
     )
     if dry_run:
         return result
@@ -106,22 +117,37 @@ def upgrade(
         return result  # already there: nothing is rewritten, no backup is made
     compress = container == "tar.gz"
     pickle_only = upgraded.layout == "pickle"
-    target = Path(destination) if destination is not None else source
-    with staging(target) as scratch:
-        built = write_archive(
-            upgraded, scratch / _base_name(target, compress, pickle_only), compress=compress
-        )
-        with opened(built) as written:
-            check(written, trust=trust).raise_for_problems()
-        final = source if destination is None else target.with_name(built.name)
-        if destination is None:
-            result.backup = _free_backup_name(source)
-            os.rename(source, result.backup)
-        elif final.exists():
-            raise LoadError(f"{final}: already exists; choose another destination")
-        os.rename(built, final)
-    result.destination = final
+    in_place = destination is None
+    remote = is_url(source if destination is None else destination)
+    with staged(
+        source if destination is None else destination,
+        overwrite=in_place,
+        atomic=atomic,
+        backup=in_place,
+    ) as out:
+        target = out.path
+        with staging(target) as scratch:
+            built = write_archive(
+                upgraded, scratch / _base_name(target, compress, pickle_only), compress=compress
+            )
+            with opened(built) as written:
+                check(written, trust=trust).raise_for_problems()
+            final = target if in_place and not remote else target.with_name(built.name)
+            if in_place and not remote:
+                result.backup = _free_backup_name(target)
+                os.rename(target, result.backup)
+            elif final.exists():
+                raise LoadError(f"{final}: already exists; choose another destination")
+            os.rename(built, final)
+    result.destination = final if out.final is None else out.final
+    if out.backup is not None:
+        result.backup = out.backup
     return result
+
+
+def _named(path: str | os.PathLike[str]) -> Path | str:
+    """A local path as a `Path`, a URL as printed (without credentials)."""
+    return shown(path) if is_url(path) else Path(path)
 
 
 def _base_name(target: Path, compress: bool, pickle_only: bool) -> str:

@@ -37,6 +37,7 @@ from .layout import (
 from .manifest import PICKLE_SCHEMA, PROTOCOL_2, check_files, read_manifest
 from .problems import Problem
 from .schema import schema_name, schema_problems
+from .store import StoreError, fetched, is_url, shown
 from .tree import component_folders, flambe_component_folders
 from .unpickle import Trust
 
@@ -103,17 +104,23 @@ def validate(
     strict: bool = False,
     allow_globals: Iterable[str] = (),
 ) -> Report:
-    """Check the archive at `path`; never raises for a bad archive.
+    """Check the archive at `path` (a local path or a URL); never raises for a bad archive.
+
+    A store that cannot be read (see `flambe_compat.store`) gives a `store` problem.
 
     `strict` also flags what flambe tolerated: unknown extra files, class versions that
     are not `MAJOR.MINOR.PATCH`, an empty root config (`load()` could not rebuild it).
     Payloads naming globals outside the allow-list (plus `allow_globals`) are problems.
     """
     try:
-        with opened(path) as archive:
-            return check(archive, strict=strict, trust=Trust.of(allow_globals))
+        with fetched(path) as local, opened(local) as archive:
+            report = check(archive, strict=strict, trust=Trust.of(allow_globals))
     except LoadError as error:
-        return Report(os.fspath(path), problems=[Problem("", "container", _after_source(error))])
+        rule = "store" if isinstance(error, StoreError) else "container"
+        return Report(shown(path), problems=[Problem("", rule, _after_source(error))])
+    if is_url(path):
+        report.source = shown(path)
+    return report
 
 
 def check(

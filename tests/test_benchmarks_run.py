@@ -17,6 +17,7 @@ SCRIPTS = sorted(p.stem for p in (REPO / "benchmarks").glob("bench_*.py"))
 SAVE_LOAD_SCRIPTS = [script for script in SCRIPTS if script != "bench_export"]
 TINY = ("--size-mb", "2", "--nodes", "4", "--repeats", "1", "--protocol", "1")
 RATIOS = ("save ratio", "load ratio", "peak RSS while loading / tensor bytes")
+REMOTE_RATIOS = ("remote load / s3fs download", "remote load / (s3fs download + local load)")
 
 
 def run_small(script: str, *flags: str) -> str:
@@ -37,12 +38,20 @@ def assert_ratios(out: str, labels: tuple[str, ...]) -> None:
 
 
 def test_every_benchmark_is_checked() -> None:
-    assert SCRIPTS == ["bench_compress", "bench_export", "bench_large", "bench_many_nodes"]
+    assert SCRIPTS == [
+        "bench_compress",
+        "bench_export",
+        "bench_large",
+        "bench_many_nodes",
+        "bench_remote",
+    ]
 
 
 @pytest.mark.parametrize("script", SAVE_LOAD_SCRIPTS)
 def test_benchmark_runs_small(script: str) -> None:
-    assert_ratios(run_small(script, "--no-flambe"), RATIOS)
+    assert_ratios(
+        run_small(script, "--no-flambe"), REMOTE_RATIOS if script == "bench_remote" else RATIOS
+    )
 
 
 def test_export_benchmark_runs_small() -> None:
