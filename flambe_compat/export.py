@@ -524,9 +524,14 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _bytes_of(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's bytes as the widest integers that tile them (`torch.equal` on int64
+    runs several times faster than on bytes)."""
     import torch
 
     flat = tensor.detach().reshape(-1)
-    if flat.dtype == torch.bool:
-        return flat.to(torch.uint8)
-    return flat.view(torch.uint8)
+    raw = flat.to(torch.uint8) if flat.dtype == torch.bool else flat.view(torch.uint8)
+    for wide in (torch.int64, torch.int32, torch.int16):
+        size = wide.itemsize
+        if raw.numel() % size == 0 and raw.data_ptr() % size == 0:
+            return raw.view(wide)
+    return raw
