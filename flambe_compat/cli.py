@@ -179,6 +179,9 @@ def _validate(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("flambe-compat: -j needs a positive number", file=sys.stderr)
         return EXIT_USAGE
+    if args.json and args.format not in ("text", "json"):
+        print("flambe-compat: --json cannot be combined with --format sarif", file=sys.stderr)
+        return EXIT_USAGE
     form = "json" if args.json else args.format
     if args.jsonl and form != "text":
         print("flambe-compat: --jsonl cannot be combined with --json or --format", file=sys.stderr)
@@ -463,6 +466,7 @@ def _print_table(title: str, rows: list[list[str]]) -> None:
     """A title, then rows aligned in columns (rich; plain text off a terminal)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     headings, *body = rows
     table = Table(*headings, box=None, pad_edge=False, header_style="bold", show_edge=False)
@@ -470,7 +474,7 @@ def _print_table(title: str, rows: list[list[str]]) -> None:
         column.no_wrap = True
     table.columns[-1].justify = "right"
     for row in body:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # as text: a key such as "w[bold]" is no markup
     console = Console(highlight=False)
     if console.is_terminal:
         console.print(title, markup=False)
