@@ -152,8 +152,8 @@ def _options(args: argparse.Namespace, operation: Operation) -> Options:
     """The batch options of `args`; raises `ValueError` for what the batch form refuses."""
     if getattr(args, "plugins", None) or getattr(args, "dry_run", False):
         raise ValueError("--plugins and --dry-run are not available in the batch form")
-    if getattr(args, "trusted", False) or getattr(args, "overwrite", False):
-        raise ValueError("--trusted and --overwrite are not available in the batch form")
+    if any(getattr(args, flag, False) for flag in ("trusted", "overwrite", "non_atomic")):
+        raise ValueError("--trusted, --overwrite and --non-atomic are not in the batch form")
     if getattr(args, "from_files", False):
         raise ValueError("--from-files is not available in the batch form")
     if args.retries < 0:

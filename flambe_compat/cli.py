@@ -2,8 +2,8 @@
 
 Paths may be URLs (`s3://...`, see `flambe_compat.store`). Exit codes: 0 when every
 archive is valid, 1 when any is invalid, 2 for usage or I/O errors (a path that does not
-exist, a folder with no archive in it, a store that cannot be read, an export target
-that exists). Long work shows a progress bar on a terminal (see `progress`).
+exist, a folder with no archive in it, a store that cannot be read, an export target that
+exists). Long work shows a progress bar on a terminal (see `progress`).
 
 >>> main(["validate", "fixtures/flambe-corpus/0.4.18-zip/counter-dir"])
 fixtures/flambe-corpus/0.4.18-zip/counter-dir: valid (protocol 1 revision 1.4, ...)
@@ -163,6 +163,12 @@ def _parser() -> argparse.ArgumentParser:
         "--trusted", action="store_true", help="unpickle with dill as flambe did (trusted SRC only)"
     )
     out.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    out.add_argument(
+        "--non-atomic",
+        action="store_true",
+        help="allow a folder export (safetensors, dcp) to a URL: stores cannot rename, so a "
+        "reader may see it half-uploaded",
+    )
     out.add_argument("--json", action="store_true", help="print a machine-readable result")
     out.add_argument("--progress", action="store_true", help="show progress even off a terminal")
     add_batch_arguments(out)
@@ -176,6 +182,9 @@ def _validate(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("flambe-compat: -j needs a positive number", file=sys.stderr)
         return EXIT_USAGE
+    if args.json and args.format not in ("text", "json"):
+        print("flambe-compat: --json cannot be combined with --format sarif", file=sys.stderr)
+        return EXIT_USAGE
     form = "json" if args.json else args.format
     if args.jsonl and form != "text":
         print("flambe-compat: --jsonl cannot be combined with --json or --format", file=sys.stderr)
@@ -183,7 +192,7 @@ def _validate(args: argparse.Namespace) -> int:
     archives: list[Path | str] = []
     usage_error = False
     if args.from_files:
-        archives = list(archive_roots(Path(given) for given in args.paths))
+        archives += archive_roots(Path(given) for given in args.paths)
     else:
         for given in args.paths:
             try:
@@ -194,15 +203,15 @@ def _validate(args: argparse.Namespace) -> int:
     check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
     enabled, force = wanted(args)
     reports: list[Report] = []
-    with bar("validate", enabled=enabled and len(archives) > 1, force=force) as display:
-        sizes = [_bytes_on_disk(archive) for archive in archives] if display.enabled else []
-        display.update(0, sum(sizes))
+    with bar("validate", enabled=enabled and len(archives) > 1, force=force) as meter:
+        sizes = [_bytes_on_disk(archive) for archive in archives] if meter.enabled else []
+        meter.update(0, sum(sizes))
         for index, report in enumerate(_reports(check, archives, args.jobs)):
             reports.append(report)
             if args.jsonl:
                 print(json.dumps(report.as_json()), flush=True)
-            if display.enabled:
-                display.advance(sizes[index], shown(archives[min(index + 1, len(archives) - 1)]))
+            if meter.enabled:
+                meter.advance(sizes[index], shown(archives[min(index + 1, len(archives) - 1)]))
     usage_error = usage_error or any(map(_store_failed, reports))
     invalid = sum(not report.valid and not _store_failed(report) for report in reports)
     if form == "json":
@@ -314,9 +323,9 @@ def _upgrade(args: argparse.Namespace) -> int:
     lines: list[str] = []
     failed = unreachable = 0
     enabled, force = wanted(args)
-    with bar("upgrade", enabled=enabled, force=force) as display:
-        sizes = [_bytes_on_disk(source) for source in sources] if display.enabled else []
-        display.update(0, sum(sizes))
+    with bar("upgrade", enabled=enabled, force=force) as meter:
+        sizes = [_bytes_on_disk(source) for source in sources] if meter.enabled else []
+        meter.update(0, sum(sizes))
         for index, source in enumerate(sources, start=1):
             destination: Path | str | None = None
             if args.destination is not None:
@@ -331,7 +340,7 @@ def _upgrade(args: argparse.Namespace) -> int:
                         else destination / relative
                     )
             label = f"[{index}/{len(sources)}] {shown(source)}"
-            display.advance(0, label)
+            meter.advance(0, label)
             try:
                 result = upgrade(
                     source,
@@ -339,7 +348,7 @@ def _upgrade(args: argparse.Namespace) -> int:
                     to=args.to,
                     dry_run=args.dry_run,
                     class_migrations=class_migrations if args.plugins else None,
-                    on_step=partial(_show_step, display, label),
+                    on_step=partial(_show_step, meter, label),
                 )
             except (LoadError, OSError, ValueError) as error:
                 failed += 1
@@ -349,8 +358,8 @@ def _upgrade(args: argparse.Namespace) -> int:
             else:
                 results.append(result.as_json())
                 lines.append(_render_upgrade(result))
-            if display.enabled:
-                display.advance(sizes[index - 1])
+            if meter.enabled:
+                meter.advance(sizes[index - 1])
     if not args.json:
         for line, outcome in zip(lines, results, strict=True):
             print(line, file=sys.stderr if "error" in outcome else sys.stdout)
@@ -377,8 +386,8 @@ def _render_upgrade(result: UpgradeResult) -> str:
     return f"{result.source}{where}: {steps}{classes}{backup}"
 
 
-def _show_step(shown: Bar, label: str, step: Migration) -> None:
-    shown.advance(0, f"{label}: {step.source} -> {step.target}")
+def _show_step(meter: Bar, label: str, step: Migration) -> None:
+    meter.advance(0, f"{label}: {step.source} -> {step.target}")
 
 
 def find_archives(path: Path) -> list[Path]:
@@ -462,6 +471,7 @@ def _print_table(title: str, rows: list[list[str]]) -> None:
     """A title, then rows aligned in columns (rich; plain text off a terminal)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     headings, *body = rows
     table = Table(*headings, box=None, pad_edge=False, header_style="bold", show_edge=False)
@@ -469,7 +479,7 @@ def _print_table(title: str, rows: list[list[str]]) -> None:
         column.no_wrap = True
     table.columns[-1].justify = "right"
     for row in body:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # as text: a key such as "w[bold]" is no markup
     console = Console(highlight=False)
     if console.is_terminal:
         console.print(title, markup=False)
@@ -484,11 +494,11 @@ def _print_table(title: str, rows: list[list[str]]) -> None:
 
 def _inspect_globals(args: argparse.Namespace) -> int:
     """`inspect --globals`: every refused global of every archive under PATHs, per file."""
-    archives: list[Path] = []
+    archives: list[Path | str] = []
     code = EXIT_VALID
     for given in args.paths:
         try:
-            archives += find_archives(Path(given))
+            archives += [given] if is_url(given) else find_archives(Path(given))
         except LoadError as error:
             print(f"flambe-compat: {error}", file=sys.stderr)
             code = EXIT_USAGE
@@ -497,14 +507,14 @@ def _inspect_globals(args: argparse.Namespace) -> int:
         report = validate(archive)
         if report.document is None:
             print(report.render(), file=sys.stderr)
-            code = max(code, EXIT_INVALID)
+            code = max(code, EXIT_USAGE if _store_failed(report) else EXIT_INVALID)
             continue
         files = {
             path: list(payload["unsafe_globals"])
             for path, payload in _payloads(report.document)
             if payload.get("unsafe_globals")
         }
-        found.append({"source": str(archive), "files": files})
+        found.append({"source": shown(archive), "files": files})
     names = sorted({name for entry in found for names in entry["files"].values() for name in names})
     if names:
         code = max(code, EXIT_INVALID)
@@ -544,8 +554,8 @@ def _export(args: argparse.Namespace) -> int:
 
     if batch_requested(args):
         return run_batch_command(args, "export")
-    source = Path(args.source)
-    if not source.exists() and not source.is_symlink():
+    source: Path | str = args.source if is_url(args.source) else Path(args.source)
+    if isinstance(source, Path) and not source.exists() and not source.is_symlink():
         print(f"flambe-compat: {source}: no such file or directory", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -555,7 +565,7 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     enabled, force = wanted(args)
     try:
-        with bar("export", enabled=enabled, force=force) as shown:
+        with bar("export", enabled=enabled, force=force) as meter:
             result = export(
                 source,
                 args.destination,
@@ -564,12 +574,16 @@ def _export(args: argparse.Namespace) -> int:
                 allow_globals=args.allow_global,
                 trusted=args.trusted,
                 overwrite=args.overwrite,
-                progress=lambda phase, done, total: shown.update(done, total, phase),
+                atomic=not args.non_atomic,
+                progress=lambda phase, done, total: meter.update(done, total, phase),
             )
+    except (StoreError, OSError) as error:
+        print(f"flambe-compat: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except (LoadError, ExportError) as error:
-        print(f"flambe-compat: {source}: cannot export: {error}", file=sys.stderr)
+        print(f"flambe-compat: {shown(source)}: cannot export: {error}", file=sys.stderr)
         return EXIT_INVALID
-    except OSError as error:
+    except ValueError as error:  # a remote target that exists, or a folder not atomic there
         print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:

@@ -34,11 +34,13 @@ class Bar:
         return self._progress is not None
 
     def update(self, done: int, total: int | None = None, what: str = "") -> None:
-        """Set the bytes done (of `total`, when known) and what is being worked on."""
+        """Set the bytes done (of `total`, when known) and what is being worked on;
+        redraws at once."""
         if self._progress is None:
             return
         description = f"{self._label} {what}".rstrip()
         self._progress.update(self._task, completed=done, total=total, description=description)
+        self._progress.refresh()
 
     def advance(self, nbytes: int, what: str = "") -> None:
         """Add `nbytes` to the bytes done, and name what comes next; redraws at once."""

@@ -163,11 +163,11 @@ def test_a_hanging_archive_is_stopped_and_the_batch_goes_on(tmp_path: Path) -> N
 def test_an_archive_over_the_memory_limit_fails_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    big = State({"weight": torch.zeros(24 << 20, dtype=torch.float32)})  # 96 MiB, gzips small
+    big = State({"weight": torch.zeros(12 << 20, dtype=torch.float32)})  # 48 MiB, gzips small
     big._metadata = {"_flambe_directories": {""}, "": node_metadata("Big")}
     save_state_to_file(big, str(tmp_path / "big"), compress=True)
     shutil.copyfile(CORPUS / "0.4.18-zip" / "mlp-pkl.pkl", tmp_path / "small.pkl")
-    options = Options(retries=0, memory_limit=32 << 20)
+    options = Options(retries=0, memory_limit=16 << 20)
     out = tmp_path.parent / f"{tmp_path.name}-out"
     monkeypatch.delenv(MAX_UNPACKED_ENV)
     results = {

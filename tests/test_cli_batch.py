@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flambe_compat import load_state_from_file, validate
+from flambe_compat import State, load_state_from_file, save_state_to_file, validate
 from flambe_compat.cli import archive_roots, main
+from flambe_compat.tree import node_metadata
 from tests.corpus import CORPUS, copy_of
 
 GOOD = CORPUS / "0.4.18-zip" / "counter-dir"
@@ -150,3 +151,13 @@ def test_from_files_validates_the_archives_holding_the_files(
     assert out.count(str(bad)) >= 2 and "2 archives, 1 invalid" in out
     assert main(["validate", "--from-files", str(tmp_path / "README.md")]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_inspect_prints_keys_verbatim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = State({"w[bold]": torch.ones(2), "[red]tag": "x"})
+    state._metadata = {"_flambe_directories": {""}, "": node_metadata("List[int]")}
+    save_state_to_file(state, tmp_path / "m")
+    assert main(["inspect", str(tmp_path / "m")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == ".             List[int] 0.0.0"
+    assert lines[3:5] == ["    w[bold]   float32          [2]     8 B", "    [red]tag  str"]

@@ -12,9 +12,12 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 import safetensors.torch
 import torch
@@ -391,3 +394,47 @@ def test_the_command_refuses(
     printed = capsys.readouterr()
     assert printed.out == "" and message in printed.err
     assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.fixture
+def memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """fsspec's in-memory store, emptied afterwards; temporary folders must end empty."""
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", os.fspath(private))
+    store = fsspec.filesystem("memory")
+    yield store
+    store.rm("/flambe-compat-export", recursive=True)
+    assert os.listdir(private) == []
+
+
+def test_exports_from_and_to_urls(archive: Path, memory: Any, tmp_path: Path) -> None:
+    save_state_to_file(load_state_from_file(archive), "memory://flambe-compat-export/src")
+    result = export(
+        "memory://flambe-compat-export/src", "memory://flambe-compat-export/m.pt", to="torch"
+    )
+    assert result.destination == "memory://flambe-compat-export/m.pt"
+    memory.get("/flambe-compat-export/m.pt", str(tmp_path / "m.pt"))
+    flat = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert list(flat) == list(load_state_from_file(archive))
+    with pytest.raises(ValueError, match="atomic"):
+        export(archive, "memory://flambe-compat-export/st", to="safetensors")
+    assert not memory.exists("/flambe-compat-export/st")
+    export(archive, "memory://flambe-compat-export/st", to="safetensors", atomic=False)
+    assert memory.ls("/flambe-compat-export/st", detail=False) == [
+        "/flambe-compat-export/st/model.safetensors"
+    ]
+    with pytest.raises(ValueError, match="existing"):
+        export(archive, "memory://flambe-compat-export/m.pt", to="torch")
+
+
+def test_the_command_with_urls(
+    archive: Path, memory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "memory://flambe-compat-export/cli"
+    assert main(["export", str(archive), url, "--to", "dcp", "--non-atomic"]) == 0
+    assert capsys.readouterr().out.startswith(f"{archive} -> {url}: dcp, 3 files")
+    assert main(["export", str(archive), url, "--to", "dcp", "--non-atomic"]) == 2
+    assert "existing" in capsys.readouterr().err
+    assert main(["export", "unknown://x/y", str(archive) + "-new", "--to", "torch"]) == 2
+    assert "unknown" in capsys.readouterr().err.lower()

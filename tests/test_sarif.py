@@ -120,6 +120,9 @@ def test_schema_rules_are_described_by_their_pointer() -> None:
     assert location["artifactLocation"]["uri"] == "file:///data/m.tar.gz"
 
 
-def test_sarif_and_json_are_exclusive_with_jsonl(capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_machine_format_at_a_time(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--format", "sarif", "--jsonl", str(GOOD)]) == 2
     assert "--jsonl" in capsys.readouterr().err
+    assert main(["validate", "--format", "sarif", "--json", str(GOOD)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and "--json" in printed.err
