@@ -33,6 +33,8 @@ import hashlib
 import os
 import posixpath
 import resource
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -387,8 +389,12 @@ def run_batch(
     _refuse_shared_outputs(pending)
     if on_start is not None:
         on_start(len(pending), sum(job.archive.size for job in pending))
-    with Ledger(Path(ledger)) if ledger is not None else contextlib.nullcontext() as book:
-        for result in run(pending):
+    with (
+        Ledger(Path(ledger)) if ledger is not None else contextlib.nullcontext() as book,
+        tempfile.TemporaryDirectory(prefix="flambe-compat-batch-") as scratch,
+    ):
+        # temporary files of a worker killed mid-archive stay in here, removed at the end
+        for result in run([dataclasses.replace(job, scratch=scratch) for job in pending]):
             if book is not None:
                 book.append(result.as_json())
             yield result
@@ -567,6 +573,8 @@ class _Job:
     options: Options
     watchdog: bool = False
     """Enforce the time limit inside the worker (Dask has no task timeouts)."""
+    scratch: str | None = None
+    """The batch's folder for temporary files (on the client's machine)."""
 
     def result(self, verdict: Verdict, **details: Any) -> ArchiveResult:
         archive = self.archive
@@ -594,7 +602,10 @@ def _process(job: _Job) -> ArchiveResult:
         return _OPERATIONS[job.operation](job)
 
     try:
-        with _limits(job.options.memory_limit, job.options.time_limit if job.watchdog else None):
+        with (
+            _temporary_files_in(job.scratch),
+            _limits(job.options.memory_limit, job.options.time_limit if job.watchdog else None),
+        ):
             result = _retrying(attempt, job.options.retries, job.options.backoff)
     except Exception as error:  # the isolation boundary: one archive's error is its result
         result = job.failed(_reason(error, job.options))
@@ -631,6 +642,22 @@ def _transient(error: BaseException) -> bool:
     if isinstance(error, ConnectionError | TimeoutError):
         return True
     return isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS
+
+
+@contextlib.contextmanager
+def _temporary_files_in(scratch: str | None) -> Iterator[None]:
+    """Point `tempfile` at a private folder in the batch's scratch folder for one archive
+    (on a worker of another machine, where that folder is not, leave it alone)."""
+    if scratch is None or not os.path.isdir(scratch):
+        yield
+        return
+    previous = tempfile.tempdir
+    tempfile.tempdir = tempfile.mkdtemp(prefix="archive-", dir=scratch)
+    try:
+        yield
+    finally:
+        shutil.rmtree(tempfile.tempdir, ignore_errors=True)
+        tempfile.tempdir = previous
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -144,20 +146,30 @@ def test_verdicts_equal_single_archive_validation_and_resume(
     assert not summary.ok
 
 
-def test_a_hanging_archive_is_stopped_and_the_batch_goes_on(tmp_path: Path) -> None:
+def test_a_hanging_archive_is_stopped_and_the_batch_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
     for name in ("counter-dir", "mlp-pkl.pkl", "wrapper-tgz.tar.gz"):
         source = CORPUS / "0.4.18-zip" / name
-        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, tmp_path / name)
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, store / name)
     hanging_pickle(tmp_path / "hang.pkl")
+    with tarfile.open(store / "hang.pkl.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "hang.pkl", "hang.pkl")  # unpacked to a temporary folder first
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     options = Options(retries=0, time_limit=3)
-    results = {r.relative: r for r in run_batch("validate", str(tmp_path), options=options, jobs=2)}
-    assert results["hang.pkl"].verdict == "failed"
-    assert "time limit of 3 s" in str(results["hang.pkl"].reason)
-    assert {name: r.verdict for name, r in results.items() if name != "hang.pkl"} == {
+    results = {r.relative: r for r in run_batch("validate", str(store), options=options, jobs=2)}
+    assert results["hang.pkl.tar.gz"].verdict == "failed"
+    assert "time limit of 3 s" in str(results["hang.pkl.tar.gz"].reason)
+    assert {name: r.verdict for name, r in results.items() if name != "hang.pkl.tar.gz"} == {
         "counter-dir": "valid",
         "mlp-pkl.pkl": "valid",
         "wrapper-tgz.tar.gz": "valid",
     }
+    assert not list(temporary.iterdir())  # the killed worker's unpacked copy went too
 
 
 def test_an_archive_over_the_memory_limit_fails_alone(

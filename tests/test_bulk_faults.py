@@ -37,8 +37,8 @@ def good_store(tmp_path: Path) -> tuple[Path, list[str]]:
     return root, relative
 
 
-def start(*args: str | Path) -> subprocess.Popen[str]:
-    environment = {**os.environ, MAX_UNPACKED_ENV: str(BOMB_CAP)}
+def start(*args: str | Path, temporary: Path) -> subprocess.Popen[str]:
+    environment = {**os.environ, MAX_UNPACKED_ENV: str(BOMB_CAP), "TMPDIR": str(temporary)}
     return subprocess.Popen(
         [sys.executable, "-m", "flambe_compat", *map(str, args)],
         cwd=REPO,
@@ -68,7 +68,9 @@ def test_a_killed_worker_process_is_replaced_and_the_rerun_completes(
     root, relative = good_store
     ledger = tmp_path / "ledger.jsonl"
     argv = ("validate", root, "--ledger", ledger, "--workers", "2", "--retries", "0")
-    batch = start(*argv)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    batch = start(*argv, temporary=temporary)
     wait_for_records(ledger, 8, batch)
     # kill workers until one dies mid-archive (one may be between two archives)
     while batch.poll() is None and not any(
@@ -83,6 +85,7 @@ def test_a_killed_worker_process_is_replaced_and_the_rerun_completes(
     failed = [r for r in first if r["verdict"] == "failed"]
     assert failed and all("worker process died (signal 9)" in r["reason"] for r in failed), err
     assert batch.returncode == 1 and sorted(r["relative"] for r in first) == relative
+    assert not list(temporary.iterdir())  # what the killed workers unpacked went too
 
     rerun = subprocess.run(
         [sys.executable, "-m", "flambe_compat", *map(str, argv)],
@@ -101,14 +104,16 @@ def test_a_killed_client_loses_nothing(good_store: tuple[Path, list[str]], tmp_p
     out = tmp_path / "out"
     ledger = tmp_path / "ledger.jsonl"
     argv = ("upgrade", root, out, "--ledger", ledger, "--workers", "2")
-    batch = start(*argv)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    batch = start(*argv, temporary=temporary)
     wait_for_records(ledger, 10, batch)
     os.killpg(batch.pid, signal.SIGKILL)
     batch.communicate(timeout=60)
     before = completed(ledger)
     assert 10 <= sum(before.values()) < len(relative)
 
-    rerun = start(*argv)
+    rerun = start(*argv, temporary=temporary)
     _, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     assert completed(ledger) == Counter(relative)
