@@ -7,7 +7,8 @@ save mode) copied `--copies` times (default 3: 234 archives). Each batch runs on
 the command line in a fresh process, so its time includes starting the pool or the
 cluster; the shell loop is timed on `--loop` archives spread over the store (every
 archive costs it the same interpreter start) and its rate extrapolated to all. Rates are
-archives/s and MB/s of archive bytes; the ratios are batch rate over shell-loop rate.
+archives/s and MB/s of archive bytes; the ratios are batch rate over shell-loop rate, the
+batch timed whole; its steady rate (between its first result and its last) is printed too.
 
     python -m benchmarks.bench_bulk [--copies 3] [--loop 24] [--workers N] [--max-archives N]
                                     [--executors local,dask] [--operations validate,upgrade]
@@ -60,12 +61,13 @@ def main() -> None:
                 f"{loop * size / count / 1e6:.3f} MB/s (timed on {args.loop} archives)"
             )
             for executor in executors:
-                seconds = batch(operation, store, executor, args.workers, work)
+                seconds, steady = batch(operation, store, executor, args.workers, work)
                 rate = count / seconds
                 print(
                     f"{operation} {executor} / shell loop: {rate / loop:.2f} "
                     f"({rate:.2f} archives/s, {size / seconds / 1e6:.3f} MB/s, {seconds:.1f} s "
-                    "with the pool or cluster start)"
+                    f"with the pool or cluster start; once started {steady:.2f} archives/s, "
+                    f"{steady * size / count / 1e6:.3f} MB/s)"
                 )
 
 
@@ -102,18 +104,32 @@ def shell_loop(operation: str, store: Path, count: int, work: Path) -> float:
     return len(sample) / (time.perf_counter() - started)
 
 
-def batch(operation: str, store: Path, executor: str, workers: int, work: Path) -> float:
-    """Seconds of one batch command over the whole store."""
+def batch(
+    operation: str, store: Path, executor: str, workers: int, work: Path
+) -> tuple[float, float]:
+    """Seconds of one batch command over the whole store, and its steady rate (archives/s
+    between the first result and the last, without the pool or cluster start)."""
     out = [str(work / f"batch-{operation}-{executor}")] if operation == "upgrade" else []
-    argv = [*COMMAND, operation, str(store), *out, "--executor", executor]
+    argv = [*COMMAND, operation, str(store), *out, "--executor", executor, "--jsonl"]
     started = time.perf_counter()
-    done = subprocess.run(
-        [*argv, "--workers", str(workers)], cwd=REPO, capture_output=True, text=True
-    )
+    arrivals: list[float] = []
+    with subprocess.Popen(
+        [*argv, "--workers", str(workers)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        for _ in process.stdout:
+            arrivals.append(time.perf_counter())
+        errors = process.stderr.read() if process.stderr else ""
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return seconds
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{errors[-2000:]}")
+    results = arrivals[:-1]  # the last line is the summary
+    steady = (len(results) - 1) / (results[-1] - results[0]) if len(results) > 1 else 0.0
+    return seconds, steady
 
 
 if __name__ == "__main__":
