@@ -11,6 +11,7 @@ when every archive is fine, 1 when any is invalid or failed, 2 for usage or I/O 
 >>> parser = argparse.ArgumentParser()
 >>> add_batch_arguments(parser)
 >>> args = parser.parse_args(["--memory-limit", "512M", "--time-limit", "0"])
+>>> args.command = "upgrade"
 >>> batch_requested(args), parse_size(args.memory_limit), args.time_limit
 (False, 536870912, 0.0)
 """
@@ -73,6 +74,12 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="time an archive may take before its worker is replaced (0 for none; default 900)",
     )
+    if parser.get_default("jsonl") is None:  # validate has its own --jsonl
+        group.add_argument(
+            "--jsonl",
+            action="store_true",
+            help="print one JSON result per archive as it ends (implies the batch form)",
+        )
     group.add_argument(
         "--retries",
         type=int,
@@ -83,7 +90,8 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def batch_requested(args: argparse.Namespace) -> bool:
-    return bool(args.batch or args.executor or args.ledger)
+    own_jsonl = args.command != "validate" and getattr(args, "jsonl", False)
+    return bool(args.batch or args.executor or args.ledger or own_jsonl)
 
 
 def parse_size(text: str) -> int | None:
