@@ -407,3 +407,16 @@ def test_a_ledger_record_stands_only_for_the_same_output(tmp_path: Path) -> None
     )
     assert (done.resumed, again.resumed, elsewhere.resumed) == (False, True, False)
     assert elsewhere.output == f"{second}/m" and validate(second / "m").revision == "2.0"
+
+
+def test_jsonl_asks_for_the_batch_form_of_upgrade(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("counter-pkl.pkl", "mlp-tgz.tar.gz"):
+        shutil.copyfile(CORPUS / "0.4.6-legacy" / name, source / name)
+    assert main(["upgrade", str(source), str(tmp_path / "out"), "--jsonl", "--workers", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(line["verdict"] for line in lines[:-1]) == ["upgraded", "upgraded"]
+    assert lines[-1]["summary"]["archives"] == 2
