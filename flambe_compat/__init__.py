@@ -20,6 +20,7 @@ from .upgrade import UpgradeResult, upgrade
 
 if TYPE_CHECKING:
     from .component import Component, registrable_factory
+    from .export import ExportError, ExportResult, export
     from .registry import Registry, register
     from .serialization import SaveTreeNode, load, load_state_from_file, save, save_state_to_file
 
@@ -29,6 +30,9 @@ _LAZY = {
     "Component": "component",
     "registrable_factory": "component",
     "Registry": "registry",
+    "ExportError": "export",
+    "ExportResult": "export",
+    "export": "export",
     "register": "registry",
     "load": "serialization",
     "SaveTreeNode": "serialization",
@@ -52,6 +56,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ClassMigrations",
     "Component",
+    "ExportError",
+    "ExportResult",
     "LoadError",
     "Registry",
     "Report",
@@ -60,6 +66,7 @@ __all__ = [
     "__version__",
     "UpgradeResult",
     "load",
+    "export",
     "load_state_from_file",
     "register",
     "register_class_migration",

@@ -1,8 +1,9 @@
-"""The `flambe-compat` command line: `validate`, `inspect` and `upgrade`.
+"""The `flambe-compat` command line: `validate`, `inspect`, `upgrade` and `export`.
 
 Paths may be URLs (`s3://...`, see `flambe_compat.store`). Exit codes: 0 when every
 archive is valid, 1 when any is invalid, 2 for usage or I/O errors (a path that does not
-exist, a folder with no archive in it, a store that cannot be read).
+exist, a folder with no archive in it, a store that cannot be read, an export target that
+exists). Long work shows a progress bar on a terminal (see `progress`).
 
 >>> main(["validate", "fixtures/flambe-corpus/0.4.18-zip/counter-dir"])
 fixtures/flambe-corpus/0.4.18-zip/counter-dir: valid (protocol 1 revision 1.4, ...)
@@ -17,7 +18,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .bulk_cli import add_batch_arguments, batch_requested, run_batch_command
 from .container import opened
 from .describe import Description, PayloadSummary
 from .errors import LoadError
@@ -39,6 +41,7 @@ from .layout import (
 from .peek import TensorInfo
 from .pipeline import inspect, validate
 from .problems import Problem
+from .progress import Bar, bar, wanted
 from .report import Report
 from .revisions import LATEST
 from .store import StoreError, fetched, is_url, shown
@@ -74,38 +77,53 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    validating = commands.add_parser(
+    check = commands.add_parser(
         "validate",
         help="check archives (folders are searched); exit 1 if any is invalid",
         description="Check archives against the schema of their revision; no code from an "
         "archive is run. Folders that are not archives are searched for archives.",
     )
-    validating.add_argument("paths", nargs="+", metavar="PATH")
-    validating.add_argument("--json", action="store_true", help="print a machine-readable report")
-    validating.add_argument("--strict", action="store_true", help="also flag what flambe tolerated")
-    validating.add_argument(
-        "-j", "--jobs", type=int, default=1, metavar="N", help="validate N at once"
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument(
+        "--format",
+        choices=("text", "json", "sarif"),
+        default="text",
+        help="text (default), json (as --json) or sarif (SARIF 2.1.0, for code scanning)",
     )
-    validating.add_argument(
+    check.add_argument("--json", action="store_true", help="print a machine-readable report")
+    check.add_argument(
+        "--jsonl", action="store_true", help="print one JSON report per archive, as each is done"
+    )
+    check.add_argument(
+        "--from-files",
+        action="store_true",
+        help="PATHs are files of a repository (as pre-commit passes them): validate the "
+        "archives holding them, skip the others",
+    )
+    check.add_argument("--progress", action="store_true", help="show progress even off a terminal")
+    check.add_argument("--strict", action="store_true", help="also flag what flambe tolerated")
+    check.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="validate N at once")
+    check.add_argument(
         "--allow-global",
         action="append",
         default=[],
         metavar="MODULE.NAME",
         help="accept payloads naming this global (repeatable)",
     )
-    validating.add_argument(
+    check.add_argument(
         "--rebuild",
         action="store_true",
         help="also rebuild each object (config and state); exit 1 listing missing classes",
     )
-    validating.add_argument(
+    check.add_argument(
         "--plugins",
         action="append",
         default=[],
         metavar="MODULE",
         help="with --rebuild: import MODULE first, which defines classes (repeatable)",
     )
-    validating.set_defaults(run=_validate)
+    add_batch_arguments(check)
+    check.set_defaults(run=_validate)
 
     show = commands.add_parser(
         "inspect",
@@ -113,8 +131,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the node tree of an archive with classes, versions, state keys, "
         "tensor dtypes, shapes and sizes, without loading tensor data.",
     )
-    show.add_argument("path", metavar="PATH")
+    show.add_argument("paths", nargs="+", metavar="PATH")
     show.add_argument("--json", action="store_true", help="print the archive's JSON description")
+    show.add_argument(
+        "--globals",
+        action="store_true",
+        help="list every global the allow-list refuses, per file (folders are searched), "
+        "with the allow_globals=[...] and torch add_safe_globals([...]) lines that accept them",
+    )
     show.add_argument(
         "--objects",
         action="store_true",
@@ -150,22 +174,75 @@ def _parser() -> argparse.ArgumentParser:
         help="import MODULE, which registers class state migrations (repeatable)",
     )
     move.add_argument("--progress", action="store_true", help="show progress even off a terminal")
+    add_batch_arguments(move)
     move.set_defaults(run=_upgrade)
+
+    out = commands.add_parser(
+        "export",
+        help="export an archive to safetensors, a flat torch file or a DCP folder",
+        description="Load SRC through the allow-list and write its state for today's tools: "
+        "safetensors (a folder with model.safetensors, sharded above --max-shard-size), torch "
+        "(one flat state_dict file for torch.load(weights_only=True)) or dcp (a "
+        "torch.distributed.checkpoint folder). The export is read back and compared with the "
+        "archive before it appears at DST; an existing DST is refused.",
+    )
+    out.add_argument("source", metavar="SRC")
+    out.add_argument("destination", metavar="DST")
+    out.add_argument("--to", required=True, choices=("safetensors", "torch", "dcp"))
+    out.add_argument(
+        "--max-shard-size",
+        default="5GB",
+        metavar="SIZE",
+        help="safetensors shards at most this large (5GB, 500MiB, bytes; default 5GB)",
+    )
+    out.add_argument(
+        "--allow-global",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME",
+        help="accept payloads naming this global (repeatable)",
+    )
+    out.add_argument(
+        "--trusted", action="store_true", help="unpickle with dill as flambe did (trusted SRC only)"
+    )
+    out.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    out.add_argument(
+        "--non-atomic",
+        action="store_true",
+        help="allow a folder export (safetensors, dcp) to a URL: stores cannot rename, so a "
+        "reader may see it half-uploaded",
+    )
+    out.add_argument("--json", action="store_true", help="print a machine-readable result")
+    out.add_argument("--progress", action="store_true", help="show progress even off a terminal")
+    add_batch_arguments(out)
+    out.set_defaults(run=_export)
     return parser
 
 
 def _validate(args: argparse.Namespace) -> int:
+    if batch_requested(args):
+        return run_batch_command(args, "validate")
     if args.jobs < 1:
         print("flambe-compat: -j needs a positive number", file=sys.stderr)
         return EXIT_USAGE
+    if args.json and args.format not in ("text", "json"):
+        print("flambe-compat: --json cannot be combined with --format sarif", file=sys.stderr)
+        return EXIT_USAGE
+    form = "json" if args.json else args.format
+    if args.jsonl and form != "text":
+        print("flambe-compat: --jsonl cannot be combined with --json or --format", file=sys.stderr)
+        return EXIT_USAGE
     archives: list[Path | str] = []
     usage_error = False
-    for given in args.paths:
-        try:
-            archives += [given] if is_url(given) else find_archives(Path(given))
-        except LoadError as error:
-            print(f"flambe-compat: {error}", file=sys.stderr)
-            usage_error = True
+    if args.from_files:
+        archives += archive_roots(Path(given) for given in args.paths)
+    else:
+        for given in args.paths:
+            try:
+                archives += [given] if is_url(given) else find_archives(Path(given))
+            except LoadError as error:
+                print(f"flambe-compat: {error}", file=sys.stderr)
+                usage_error = True
     if args.rebuild:
         try:
             _cli_objects().import_plugins(args.plugins)
@@ -173,12 +250,18 @@ def _validate(args: argparse.Namespace) -> int:
             message = f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}"
             print(message, file=sys.stderr)
             return EXIT_USAGE
-    validate_one = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
-    if args.jobs > 1 and len(archives) > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            reports = list(pool.map(validate_one, archives))
-    else:
-        reports = [validate_one(archive) for archive in archives]
+    check = partial(validate, strict=args.strict, allow_globals=tuple(args.allow_global))
+    enabled, force = wanted(args)
+    reports: list[Report] = []
+    with bar("validate", enabled=enabled and len(archives) > 1, force=force) as meter:
+        sizes = [_bytes_on_disk(archive) for archive in archives] if meter.enabled else []
+        meter.update(0, sum(sizes))
+        for index, report in enumerate(_reports(check, archives, args.jobs)):
+            reports.append(report)
+            if args.jsonl:
+                print(json.dumps(report.as_json()), flush=True)
+            if meter.enabled:
+                meter.advance(sizes[index], shown(archives[min(index + 1, len(archives) - 1)]))
     rebuilds = {
         report.source: _cli_objects().rebuild_check(report.source)
         for report in reports
@@ -187,7 +270,7 @@ def _validate(args: argparse.Namespace) -> int:
     failed = {source for source, rebuilt in rebuilds.items() if not rebuilt.ok}
     usage_error = usage_error or any(map(_store_failed, reports))
     invalid = sum((not r.valid and not _store_failed(r)) or r.source in failed for r in reports)
-    if args.json:
+    if form == "json":
         document = {
             "valid": invalid == 0 and not usage_error,
             "archives": len(reports),
@@ -201,7 +284,11 @@ def _validate(args: argparse.Namespace) -> int:
             ],
         }
         print(json.dumps(document, indent=1))
-    else:
+    elif form == "sarif":
+        from .sarif import sarif_log
+
+        print(json.dumps(sarif_log(reports), indent=1))
+    elif not args.jsonl:
         for report in reports:
             print(report.render())
             if report.source in rebuilds:
@@ -224,10 +311,59 @@ def _store_failed(report: Report) -> bool:
     return any(problem.rule == "store" for problem in report.problems)
 
 
+def _reports(
+    check: Callable[[Path | str], Report], archives: list[Path | str], jobs: int
+) -> Iterator[Report]:
+    """The reports on `archives` in order, each as soon as it (and those before) is done."""
+    if jobs > 1 and len(archives) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            yield from pool.map(check, archives)
+    else:
+        yield from map(check, archives)
+
+
+def _bytes_on_disk(path: Path | str) -> int:
+    """The bytes of an archive's files (a progress bar's measure of the work); 0 for a URL."""
+    if isinstance(path, str):
+        return 0
+    if not path.is_dir():
+        return path.stat().st_size if path.is_file() else 0
+    return sum(
+        (Path(folder) / name).stat().st_size
+        for folder, _, files in os.walk(path)
+        for name in files
+        if (Path(folder) / name).is_file()
+    )
+
+
+def archive_roots(files: Iterable[Path]) -> list[Path]:
+    """The archives holding `files` (paths as pre-commit passes them), each once, in order.
+
+    A file in a folder archive stands for the archive's root: the outermost folder of the
+    unbroken chain of node folders (each holds `protocol_version.txt` or `manifest.json`)
+    above it. A `.tar.gz` or `.pkl` file outside any folder archive is an archive itself;
+    other files are skipped.
+    """
+    roots: dict[Path, None] = {}
+    for file in files:
+        root = None
+        for folder in file.parents:
+            if not _is_archive_folder(folder):
+                break
+            root = folder
+        if root is not None:
+            roots[root] = None
+        elif file.name.endswith(ARCHIVE_SUFFIXES) and file.is_file():
+            roots[file] = None
+    return list(roots)
+
+
 def _upgrade(args: argparse.Namespace) -> int:
     from .class_migrations import class_migrations, import_plugins
     from .upgrade import upgrade  # imports torch: only the upgrade command needs it
 
+    if batch_requested(args):
+        return run_batch_command(args, "upgrade")
     source_root: Path | str = args.source if is_url(args.source) else Path(args.source)
     try:
         import_plugins(args.plugins)
@@ -255,41 +391,50 @@ def _upgrade(args: argparse.Namespace) -> int:
     many = isinstance(source_root, Path) and (
         len(sources) > 1 or (source_root.is_dir() and sources != [source_root])
     )
-    progress = _Progress(len(sources), enabled=args.progress or sys.stderr.isatty())
     results: list[dict[str, Any]] = []
+    lines: list[str] = []
     failed = unreachable = 0
-    for index, source in enumerate(sources, start=1):
-        destination: Path | str | None = None
-        if args.destination is not None:
-            destination = args.destination if is_url(args.destination) else Path(args.destination)
-            if many and isinstance(source, Path) and isinstance(source_root, Path):
-                relative = source.relative_to(source_root)
+    enabled, force = wanted(args)
+    with bar("upgrade", enabled=enabled, force=force) as meter:
+        sizes = [_bytes_on_disk(source) for source in sources] if meter.enabled else []
+        meter.update(0, sum(sizes))
+        for index, source in enumerate(sources, start=1):
+            destination: Path | str | None = None
+            if args.destination is not None:
                 destination = (
-                    f"{destination.rstrip('/')}/{relative.as_posix()}"
-                    if isinstance(destination, str)
-                    else destination / relative
+                    args.destination if is_url(args.destination) else Path(args.destination)
                 )
-        progress.show(index, source)
-        try:
-            result = upgrade(
-                source,
-                destination,
-                to=args.to,
-                dry_run=args.dry_run,
-                class_migrations=class_migrations if args.plugins else None,
-                on_step=partial(progress.step, source),
-            )
-        except (LoadError, OSError, ValueError) as error:
-            failed += 1
-            unreachable += isinstance(error, StoreError)
-            results.append({"source": shown(source), "error": str(error)})
-            if not args.json:
-                print(f"{shown(source)}: upgrade failed: {error}", file=sys.stderr)
-            continue
-        results.append(result.as_json())
-        if not args.json:
-            print(_render_upgrade(result))
-    progress.done()
+                if many and isinstance(source, Path) and isinstance(source_root, Path):
+                    relative = source.relative_to(source_root)
+                    destination = (
+                        f"{destination.rstrip('/')}/{relative.as_posix()}"
+                        if isinstance(destination, str)
+                        else destination / relative
+                    )
+            label = f"[{index}/{len(sources)}] {shown(source)}"
+            meter.advance(0, label)
+            try:
+                result = upgrade(
+                    source,
+                    destination,
+                    to=args.to,
+                    dry_run=args.dry_run,
+                    class_migrations=class_migrations if args.plugins else None,
+                    on_step=partial(_show_step, meter, label),
+                )
+            except (LoadError, OSError, ValueError) as error:
+                failed += 1
+                unreachable += isinstance(error, StoreError)
+                results.append({"source": shown(source), "error": str(error)})
+                lines.append(f"{shown(source)}: upgrade failed: {error}")
+            else:
+                results.append(result.as_json())
+                lines.append(_render_upgrade(result))
+            if meter.enabled:
+                meter.advance(sizes[index - 1])
+    if not args.json:
+        for line, outcome in zip(lines, results, strict=True):
+            print(line, file=sys.stderr if "error" in outcome else sys.stdout)
     if args.json:
         print(
             json.dumps(
@@ -313,24 +458,8 @@ def _render_upgrade(result: UpgradeResult) -> str:
     return f"{result.source}{where}: {steps}{classes}{backup}"
 
 
-class _Progress:
-    """A one-line progress display on stderr for long upgrades."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
-
-    def show(self, index: int, source: Path | str) -> None:
-        if self.enabled:
-            print(f"\r[{index}/{self.total}] {shown(source)}", end="", file=sys.stderr, flush=True)
-
-    def step(self, source: Path | str, step: Migration) -> None:
-        if self.enabled:
-            line = f"\r\x1b[K{shown(source)}: {step.source} -> {step.target}"
-            print(line, end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.enabled:
-            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+def _show_step(meter: Bar, label: str, step: Migration) -> None:
+    meter.advance(0, f"{label}: {step.source} -> {step.target}")
 
 
 def find_archives(path: Path) -> list[Path]:
@@ -359,62 +488,218 @@ def _search(folder: Path) -> Iterator[Path]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    path: Path | str = args.path if is_url(args.path) else Path(args.path)
+    if args.globals:
+        return _inspect_globals(args)
+    if (args.json or args.objects) and len(args.paths) > 1:
+        option = "--json" if args.json else "--objects"
+        print(f"flambe-compat: inspect {option} takes one PATH", file=sys.stderr)
+        return EXIT_USAGE
+    code = EXIT_VALID
+    for given in args.paths:
+        path: Path | str = given if is_url(given) else Path(given)
+        report, description = _inspected(path)
+        if description is None:
+            print(report.render(), file=sys.stderr)
+            missing = isinstance(path, Path) and not path.exists()
+            code = max(code, EXIT_USAGE if missing or _store_failed(report) else EXIT_INVALID)
+            continue
+        if args.objects and report.valid:
+            return _inspect_objects(path, args.plugins)
+        if args.json:
+            print(json.dumps(description.as_json(), indent=1))
+        else:
+            _print_table(*render_tree(report, description))
+        if not report.valid:
+            if not args.json:
+                print(report.render(), file=sys.stderr)
+            code = max(code, EXIT_INVALID)
+    return code
+
+
+def _inspected(path: Path | str) -> tuple[Report, Description | None]:
+    """The report and description of the archive at `path` (a URL too); a container or
+    store error becomes a report with its one problem, and no description."""
     try:
         with fetched(path) as local, opened(local) as archive:
             inspection = inspect(archive)
     except LoadError as error:
         rule = "store" if isinstance(error, StoreError) else "container"
-        report = Report(shown(path), problems=[Problem("", rule, after_source(error))])
-        print(report.render(), file=sys.stderr)
-        missing = isinstance(path, Path) and not path.exists()
-        return EXIT_USAGE if missing or rule == "store" else EXIT_INVALID
-    report, description = inspection.report, inspection.description
+        return Report(shown(path), problems=[Problem("", rule, after_source(error))]), None
     if is_url(path):
-        report.source = shown(path)
-    if description is None:
-        print(report.render(), file=sys.stderr)
+        inspection.report.source = shown(path)
+    return inspection.report, inspection.description
+
+
+def _inspect_objects(path: Path | str, plugins: list[str]) -> int:
+    try:
+        _cli_objects().import_plugins(plugins)
+        text, _ = _cli_objects().render_objects(path)
+    except LoadError as error:
+        print(f"flambe-compat: {error}", file=sys.stderr)
         return EXIT_INVALID
-    if args.objects and report.valid:
-        try:
-            _cli_objects().import_plugins(args.plugins)
-            text, _ = _cli_objects().render_objects(path)
-        except LoadError as error:
-            print(f"flambe-compat: {error}", file=sys.stderr)
-            return EXIT_INVALID
-        except Exception as error:  # a user's plugin: whatever it raises is a usage error
-            message = f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}"
-            print(message, file=sys.stderr)
-            return EXIT_USAGE
-        print(text)
-        return EXIT_VALID
-    if args.json:
-        print(json.dumps(description.as_json(), indent=1))
-    else:
-        print(render_tree(report, description))
-        if not report.valid:
-            print(report.render(), file=sys.stderr)
-    return EXIT_VALID if report.valid else EXIT_INVALID
+    except Exception as error:  # a user's plugin: whatever it raises is a usage error
+        message = f"flambe-compat: cannot import a plugin: {type(error).__name__}: {error}"
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
+    print(text)
+    return EXIT_VALID
 
 
-def render_tree(report: Report, description: Description) -> str:
-    """The node tree of a described archive, one line per node and per state key."""
-    lines = [
+def render_tree(report: Report, description: Description) -> tuple[str, list[list[str]]]:
+    """The node tree of a described archive: a title line, and table rows (the first
+    holds the headings), one per node and per state key, then the tensor bytes in all."""
+    title = (
         f"{report.source}: protocol {report.protocol} revision {report.revision} "
         f"({report.packing()})"
-    ]
+    )
+    rows = [["NODE / KEY", "CLASS / TYPE", "SHAPE", "SIZE"]]
     total = 0
     for prefix, heading, keys in _nodes(description, report.nodes):
         depth = prefix.count(".") + 1 if prefix else 0
         indent = "  " * depth
-        lines.append(f"{indent}{prefix or '.'}  {heading}")
+        rows.append([f"{indent}{prefix or '.'}", heading, "", ""])
         for key, kind in keys:
             if isinstance(kind, TensorInfo):
                 total += kind.nbytes
-                kind = f"{kind.dtype} {list(kind.shape)}  {_size(kind.nbytes)}"
-            lines.append(f"{indent}    {key}  {kind}")
-    lines.append(f"tensor data: {_size(total)}")
-    return "\n".join(lines)
+                cells = [kind.dtype, str(list(kind.shape)), _size(kind.nbytes)]
+            else:
+                cells = [kind, "", ""]
+            rows.append([f"{indent}    {key}", *cells])
+    rows.append(["tensor data", "", "", _size(total)])
+    return title, rows
+
+
+def _print_table(title: str, rows: list[list[str]]) -> None:
+    """A title, then rows aligned in columns (rich; plain text off a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    headings, *body = rows
+    table = Table(*headings, box=None, pad_edge=False, header_style="bold", show_edge=False)
+    for column in table.columns:
+        column.no_wrap = True
+    table.columns[-1].justify = "right"
+    for row in body:
+        table.add_row(*map(Text, row))  # as text: a key such as "w[bold]" is no markup
+    console = Console(highlight=False)
+    if console.is_terminal:
+        console.print(title, markup=False)
+        console.print(table)
+        return
+    wide = Console(width=1 << 16, highlight=False, no_color=True)
+    with wide.capture() as captured:
+        wide.print(table)
+    print(title)
+    print("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def _inspect_globals(args: argparse.Namespace) -> int:
+    """`inspect --globals`: every refused global of every archive under PATHs, per file."""
+    archives: list[Path | str] = []
+    code = EXIT_VALID
+    for given in args.paths:
+        try:
+            archives += [given] if is_url(given) else find_archives(Path(given))
+        except LoadError as error:
+            print(f"flambe-compat: {error}", file=sys.stderr)
+            code = EXIT_USAGE
+    found: list[dict[str, Any]] = []
+    for archive in archives:
+        report, description = _inspected(archive)
+        if description is None:
+            print(report.render(), file=sys.stderr)
+            code = max(code, EXIT_USAGE if _store_failed(report) else EXIT_INVALID)
+            continue
+        files = {
+            path: list(payload.unsafe_globals)
+            for path, payload in description.payloads()
+            if payload.unsafe_globals
+        }
+        found.append({"source": shown(archive), "files": files})
+    names = sorted({name for entry in found for names in entry["files"].values() for name in names})
+    if names:
+        code = max(code, EXIT_INVALID)
+    lines = _allow_lines(names)
+    if args.json:
+        print(json.dumps({"archives": found, "globals": names, **lines}, indent=1))
+        return code
+    for entry in found:
+        print(f"{entry['source']}: {_plural(len(entry['files']), 'file')} naming refused globals")
+        for path, refused in entry["files"].items():
+            print(f"  {path}  {', '.join(refused)}")
+    if names:
+        print("\nTo load with flambe_compat (only if you trust these names):")
+        print(f"  load_state_from_file(path, {lines['allow_globals']})")
+        print(f"For torch.load(weights_only=True):\n  {lines['add_safe_globals']}")
+    else:
+        print("no global outside the allow-list")
+    return code
+
+
+def _allow_lines(names: list[str]) -> dict[str, str]:
+    """Ready-to-paste code accepting `names`: for our loads and for plain torch."""
+    modules = sorted({name.rsplit(".", 1)[0] for name in names if "." in name})
+    imports = f"import torch, {', '.join(modules)}; " if modules else "import torch; "
+    return {
+        "allow_globals": f"allow_globals={json.dumps(names)}",
+        "add_safe_globals": f"{imports}torch.serialization.add_safe_globals([{', '.join(names)}])",
+    }
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export, parse_size
+
+    if batch_requested(args):
+        return run_batch_command(args, "export")
+    source: Path | str = args.source if is_url(args.source) else Path(args.source)
+    if isinstance(source, Path) and not source.exists() and not source.is_symlink():
+        print(f"flambe-compat: {source}: no such file or directory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        max_shard_size = parse_size(args.max_shard_size)
+    except ValueError as error:
+        print(f"flambe-compat: --max-shard-size: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    enabled, force = wanted(args)
+    try:
+        with bar("export", enabled=enabled, force=force) as meter:
+            result = export(
+                source,
+                args.destination,
+                to=args.to,
+                max_shard_size=max_shard_size,
+                allow_globals=args.allow_global,
+                trusted=args.trusted,
+                overwrite=args.overwrite,
+                atomic=not args.non_atomic,
+                progress=lambda phase, done, total: meter.update(done, total, phase),
+            )
+    except (StoreError, OSError) as error:
+        print(f"flambe-compat: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (LoadError, ExportError) as error:
+        print(f"flambe-compat: {shown(source)}: cannot export: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except ValueError as error:  # a remote target that exists, or a folder not atomic there
+        print(f"flambe-compat: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.as_json(), indent=1))
+    else:
+        shared = (
+            f", {_plural(len(result.shared), 'shared name')} stored once" if result.shared else ""
+        )
+        print(
+            f"{result.source} -> {result.destination}: {result.format}, "
+            f"{_plural(len(result.files), 'file')}, {_plural(result.tensors, 'tensor')} "
+            f"({_size(result.tensor_bytes)}){shared}, verified"
+        )
+    return EXIT_VALID
 
 
 _Keys = list[tuple[str, "TensorInfo | str"]]

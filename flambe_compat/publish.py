@@ -237,6 +237,11 @@ def _renameat2(source: Path, target: Path, flags: int) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(source), None, os.fspath(target))
 
 
+def is_scratch_name(name: str) -> bool:
+    """Whether `name` is a scratch folder of a save, or an old archive set aside by one."""
+    return _TEMP_NAME.match(name) is not None
+
+
 def sweep_stale(folder: Path) -> None:
     """Clean up after processes that died while saving into `folder`.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ from .store import fetched, is_url, shown, staged
 from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
 from .unpickle import Trust
 from .validate import validate_description
+
+BACKUP_NAME = re.compile(r"\.bak(\.\d+)?$")
+"""What in-place upgrades name the originals: folder searches for upgrades skip them."""
 
 
 @dataclass

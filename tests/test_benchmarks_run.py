@@ -26,6 +26,7 @@ RATIOS = (
 SAVE_LOAD = ("bench_compress", "bench_large", "bench_many_nodes")
 OTHER_RATIOS = {
     "bench_remote": ("remote load / s3fs download", "remote load / (s3fs download + local load)"),
+    "bench_export": ("export ratio",),
     "bench_upgrade": ("upgrade ratio",),
     "bench_validate": ("validate ratio",),
 }
@@ -49,7 +50,7 @@ def assert_ratios(out: str, labels: tuple[str, ...]) -> None:
 
 
 def test_every_benchmark_is_checked() -> None:
-    assert sorted([*SAVE_LOAD, *OTHER_RATIOS]) == SCRIPTS
+    assert sorted([*SAVE_LOAD, *OTHER_RATIOS, "bench_bulk"]) == SCRIPTS
 
 
 @pytest.mark.parametrize("script", SAVE_LOAD)
@@ -60,6 +61,20 @@ def test_benchmark_runs_small(script: str) -> None:
 @pytest.mark.parametrize("script", sorted(OTHER_RATIOS))
 def test_other_benchmark_runs_small(script: str) -> None:
     assert_ratios(run_small(script), OTHER_RATIOS[script])
+
+
+def test_bulk_benchmark_runs_small() -> None:
+    flags = ("--max-archives", "3", "--copies", "1", "--loop", "1", "--executors", "local")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_bulk", *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for label in ("validate local / shell loop", "upgrade local / shell loop"):
+        assert re.search(rf"^{label}: \d+\.\d\d ", done.stdout, re.MULTILINE), done.stdout
 
 
 @pytest.mark.oracle

@@ -248,18 +248,19 @@ def test_inspect_a_folder_without_tensor_bytes(runs: Runs, made: dict[str, Path]
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout.splitlines() == [
         f"{made['truncated']}: protocol 1 revision 1.4 (folder)",
-        ".  Wrapper 0.0.0",
-        "  counter  Counter 0.0.0",
-        "      label  str",
-        "      count  int",
-        "  model  Stack 2.0.1",
-        "      proj.weight  float32 [3, 3]  36 B",
-        "      steps  list",
-        "    model.inner  MLP 0.0.0",
-        "        net.0.weight  float32 [3, 3]  36 B",
-        "        net.0.bias  float32 [3]  12 B",
-        "        name  str",
-        "tensor data: 84 B",
+        "NODE / KEY            CLASS / TYPE   SHAPE   SIZE",
+        ".                     Wrapper 0.0.0",
+        "  counter             Counter 0.0.0",
+        "      label           str",
+        "      count           int",
+        "  model               Stack 2.0.1",
+        "      proj.weight     float32        [3, 3]  36 B",
+        "      steps           list",
+        "    model.inner       MLP 0.0.0",
+        "        net.0.weight  float32        [3, 3]  36 B",
+        "        net.0.bias    float32        [3]     12 B",
+        "        name          str",
+        "tensor data                                  84 B",
     ]
 
 
@@ -269,14 +270,14 @@ def test_inspect_a_tarball(cli: Callable[..., Outcome]) -> None:
     lines = run.stdout.splitlines()
     assert lines[0] == f"{TGZ}: protocol 1 revision 1.3 (folder in tar.gz)"
     for line in (
-        ".  Wrapper 0.0.0",
-        "  model  Stack 2.0.1",
-        "      proj.weight  float32 [3, 3]  36 B",
-        "    model.inner  MLP 0.0.0",
-        "        net.0.bias  float32 [3]  12 B",
+        ".                     Wrapper 0.0.0",
+        "  model               Stack 2.0.1",
+        "      proj.weight     float32        [3, 3]  36 B",
+        "    model.inner       MLP 0.0.0",
+        "        net.0.bias    float32        [3]     12 B",
     ):
         assert line in lines
-    assert lines[-1] == "tensor data: 84 B"
+    assert lines[-1] == "tensor data                                  84 B"
 
 
 def test_inspect_a_pickle_only_archive(cli: Callable[..., Outcome]) -> None:
@@ -284,13 +285,14 @@ def test_inspect_a_pickle_only_archive(cli: Callable[..., Outcome]) -> None:
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout.splitlines() == [
         f"{PICKLE}: protocol 1 revision 1.4 (pickle)",
-        ".  MLP 0.0.0",
-        "    net.0.weight  float32 [8, 4]  128 B",
-        "    net.0.bias  float32 [8]  32 B",
-        "    net.2.weight  float32 [2, 8]  64 B",
-        "    net.2.bias  float32 [2]  8 B",
-        "    name  str",
-        "tensor data: 232 B",
+        "NODE / KEY        CLASS / TYPE  SHAPE    SIZE",
+        ".                 MLP 0.0.0",
+        "    net.0.weight  float32       [8, 4]  128 B",
+        "    net.0.bias    float32       [8]      32 B",
+        "    net.2.weight  float32       [2, 8]   64 B",
+        "    net.2.bias    float32       [2]       8 B",
+        "    name          str",
+        "tensor data                             232 B",
     ]
 
 
