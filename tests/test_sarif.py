@@ -105,7 +105,7 @@ def test_strict_problems_are_warnings(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_schema_rules_are_described_by_their_pointer() -> None:
     from flambe_compat.problems import Problem
-    from flambe_compat.validate import Report
+    from flambe_compat.report import Report
 
     rule = "protocol-1.json#/properties/nodes/items/required"
     report = Report("m.tar.gz", problems=[Problem("a b/state.pt", rule, "missing")])
