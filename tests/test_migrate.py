@@ -193,7 +193,10 @@ def without_class(archive: Archive, prefix: str) -> Archive:
 @pytest.mark.parametrize(
     ("broken", "message"),
     [
-        (lambda a: dataclasses.replace(a, revision="1.3"), "'keep_vars' is a required property"),
+        (
+            lambda a: dataclasses.replace(a, revision="1.3"),
+            "'keep_vars' is a dependency of '_flambe_directories'",
+        ),
         (lambda a: without_class(a, "counter"), "cannot be written as revision 1.3"),
         (lambda a: dataclasses.replace(a, revision="1.4"), "left revision 1.4, not 1.3"),
     ],

@@ -38,7 +38,7 @@ MODELS = Path(__file__).resolve().parent / "oracle_models"
 FOLDER_MODES = ("dir", "tgz")
 
 RUAMEL_SCALARS = ("ruamel.yaml.scalarfloat.ScalarFloat", "ruamel.yaml.anchor.Anchor")
-"""What flambe pickled for a float registered attribute read from YAML (`Holder.scale`)."""
+"""What flambe pickled for a float registered attribute read from YAML (`GraphHolder.scale`)."""
 
 CONTAINER_GRAPHS = ("tower", "nest", "tencoder", "transformer")
 """Graphs with Components held in `ModuleList`s: the keys flambe 0.4.5 - 0.4.11 saved wrong."""
@@ -199,7 +199,7 @@ def test_state_reads_as_saved(archive: ObjectArchive) -> None:
 def test_object_gives_the_recorded_results(archive: ObjectArchive) -> None:
     """`load()` rebuilds the graph: same class, same results of every probe.
 
-    Not for the Holders of releases before 0.4.12: they did not save `Holder.head`.
+    Not for the GraphHolders of releases before 0.4.12: they did not save `GraphHolder.head`.
     """
     graph_models()
     obj = load(archive.path, **archive.load_options())
@@ -218,7 +218,7 @@ def test_object_gives_the_recorded_results(archive: ObjectArchive) -> None:
 def test_object_state_is_the_saved_state(archive: ObjectArchive) -> None:
     """`get_state()` of the rebuilt object: the saved keys, values and Components.
 
-    Plus, for the Holders of releases before 0.4.12, the fresh `head` they never saved.
+    Plus, for the GraphHolders of releases before 0.4.12, the fresh `head` they never saved.
     """
     graph_models()
     state = describe(load(archive.path, **archive.load_options()).get_state())
@@ -260,10 +260,10 @@ def test_flambe_load_lost_what_we_load() -> None:
 def test_graph_models_register_through_the_shim() -> None:
     """The module written for flambe defines our Components under flambe's user tags."""
     models = graph_models()
-    assert issubclass(models.Tower, flambe_compat.Component)
-    assert issubclass(models.Holder, flambe_compat.Component)
-    assert not issubclass(models.Holder, torch.nn.Module)
-    assert registry.resolve("!graph_models.Tower").constructor is models.Tower
+    assert issubclass(models.GraphTower, flambe_compat.Component)
+    assert issubclass(models.GraphHolder, flambe_compat.Component)
+    assert not issubclass(models.GraphHolder, torch.nn.Module)
+    assert registry.resolve("!graph_models.GraphTower").constructor is models.GraphTower
     assert not shim.installed()
 
 

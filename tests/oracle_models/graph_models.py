@@ -20,7 +20,7 @@ from flambe.compile import Component
 RELEASE = tuple(int(part) for part in re.findall(r"\d+", flambe.__version__)[:3])
 
 
-class Counter(Component):
+class GraphTally(Component):
     """A Component that is not a Module: its state is its registered attributes."""
 
     def __init__(self, start=0, label="count"):
@@ -32,7 +32,7 @@ class Counter(Component):
         return self.count + x
 
 
-class Block(Component, torch.nn.Module):
+class GraphBrick(Component, torch.nn.Module):
     """A Component Module, meant to sit in a container of another Component."""
 
     def __init__(self, width=4):
@@ -44,7 +44,7 @@ class Block(Component, torch.nn.Module):
         return self.norm(torch.tanh(self.linear(x)))
 
 
-class Tower(Component, torch.nn.Module):
+class GraphTower(Component, torch.nn.Module):
     """Components in a ModuleList: the layout flambe 0.4.5 - 0.4.11 saved under wrong keys."""
 
     def __init__(self, blocks, width=4):
@@ -58,8 +58,8 @@ class Tower(Component, torch.nn.Module):
         return self.out(x)
 
 
-class Nest(Component, torch.nn.Module):
-    """Towers in a ModuleList: Components in containers two levels deep."""
+class GraphNest(Component, torch.nn.Module):
+    """GraphTowers in a ModuleList: Components in containers two levels deep."""
 
     def __init__(self, towers):
         super().__init__()
@@ -69,7 +69,7 @@ class Nest(Component, torch.nn.Module):
         return torch.stack([tower(x) for tower in self.towers])
 
 
-class Holder(Component):
+class GraphHolder(Component):
     """A Component that is not a Module holding a plain Module and a Component Module.
 
     flambe saved the plain Module's parameters from 0.4.12 on.
@@ -96,36 +96,36 @@ TGT = torch.linspace(1.0, -1.0, 2 * 3 * 8).reshape(2, 3, 8)
 
 CONFIGS = {
     "counter": """
-!graph_models.Counter
+!graph_models.GraphTally
 start: 5
 label: steps
 """,
     "tower": """
-!graph_models.Tower
+!graph_models.GraphTower
 blocks:
-  - !graph_models.Block
+  - !graph_models.GraphBrick
     width: 4
-  - !graph_models.Block
+  - !graph_models.GraphBrick
     width: 4
 width: 4
 """,
     "nest": """
-!graph_models.Nest
+!graph_models.GraphNest
 towers:
-  - !graph_models.Tower
+  - !graph_models.GraphTower
     blocks:
-      - !graph_models.Block
+      - !graph_models.GraphBrick
         width: 4
-  - !graph_models.Tower
+  - !graph_models.GraphTower
     blocks:
-      - !graph_models.Block
+      - !graph_models.GraphBrick
         width: 4
-      - !graph_models.Block
+      - !graph_models.GraphBrick
         width: 4
 """,
     "holder": """
-!graph_models.Holder
-block: !graph_models.Block
+!graph_models.GraphHolder
+block: !graph_models.GraphBrick
   width: 4
 width: 4
 scale: 0.5
