@@ -35,13 +35,16 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _best(repeats: int, step: Callable[[], object]) -> float:
-    times = []
+def _best(repeats: int, steps: list[Callable[[], object]]) -> list[float]:
+    """The best time of each step over `repeats` rounds, each round running every step in
+    turn (so that a busy spell of the machine does not fall on one step only)."""
+    best = [float("inf")] * len(steps)
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for index, step in enumerate(steps):
+            start = time.perf_counter()
+            step()
+            best[index] = min(best[index], time.perf_counter() - start)
+    return best
 
 
 def main() -> None:
@@ -68,9 +71,14 @@ def main() -> None:
                 fs.get(remote, str(target), recursive=local.is_dir())
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
 
-            remote_load = _best(args.repeats, lambda: load_state_from_file(f"s3://{remote}"))
-            plain = _best(args.repeats, download)
-            local_load = _best(args.repeats, lambda: load_state_from_file(local))
+            plain, remote_load, local_load = _best(
+                args.repeats,
+                [
+                    download,
+                    lambda: load_state_from_file(f"s3://{remote}"),
+                    lambda: load_state_from_file(local),
+                ],
+            )
     finally:
         server.stop()
     kind = f"{'tar.gz' if args.compress else 'folder'}, protocol {args.protocol}"

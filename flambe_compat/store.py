@@ -44,8 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from fsspec.callbacks import Callback
-
 from .container import MAX_DEPTH, MAX_MEMBERS, MAX_UNPACKED_ENV, unpack_cap
 from .errors import LoadError
 from .layout import MANIFEST_FILE_NAME
@@ -374,6 +372,8 @@ class _Remote:
             raise StoreError(f"{self.shown}: more than {MAX_MEMBERS} files")
         listing = {}
         for name, info in found.items():
+            if info.get("type") == "directory" or (name.endswith("/") and not info.get("size")):
+                continue  # a folder marker some tools create: the files say it all
             relative = name[len(self.path) :].lstrip("/")
             parts = relative.split("/")
             if not name.startswith(self.path + "/") or any(p in ("", ".", "..") for p in parts):
@@ -386,7 +386,7 @@ class _Remote:
     def _fetch(self, relative: str, size: int | None, root: Path, cap: int) -> None:
         local = root.joinpath(*relative.split("/")) if relative else root
         name = f"{self.shown}/{relative}" if relative else self.shown
-        limit = _Limit(name, cap if size is None else size, size is not None)
+        limit = _limit_class()(name, cap if size is None else size, size is not None)
         self.fs.get_file(self._full(relative), os.fspath(local), callback=limit)
         if size is not None and local.stat().st_size != size:
             raise StoreError(f"{name}: {_CHANGED}; read it again")
@@ -446,21 +446,28 @@ class _Remote:
             list(pool.map(attempt, jobs))
 
 
-class _Limit(Callback):  # type: ignore[misc]
-    """An fsspec callback that stops a download going past its listed size (or the cap)."""
+@functools.cache
+def _limit_class() -> type[Any]:
+    """`_Limit`, made when first needed: importing fsspec at start-up costs every command."""
+    from fsspec.callbacks import Callback
 
-    def __init__(self, name: str, limit: int, exact: bool) -> None:
-        super().__init__()
-        self.name, self.limit, self.exact = name, limit, exact
+    class _Limit(Callback):  # type: ignore[misc]
+        """An fsspec callback that stops a download going past its listed size (or cap)."""
 
-    def call(self, *args: Any, **kwargs: Any) -> None:
-        if max(self.size or 0, self.value) > self.limit:
-            reason = _CHANGED if self.exact else f"larger than {self.limit} bytes"
-            raise StoreError(
-                f"{self.name}: {reason}; set {MAX_UNPACKED_ENV} to allow more"
-                if not self.exact
-                else f"{self.name}: {reason}; read it again"
-            )
+        def __init__(self, name: str, limit: int, exact: bool) -> None:
+            super().__init__()
+            self.name, self.limit, self.exact = name, limit, exact
+
+        def call(self, *args: Any, **kwargs: Any) -> None:
+            if max(self.size or 0, self.value) > self.limit:
+                if self.exact:
+                    raise StoreError(f"{self.name}: {_CHANGED}; read it again")
+                raise StoreError(
+                    f"{self.name}: larger than {self.limit} bytes; "
+                    f"set {MAX_UNPACKED_ENV} to allow more"
+                )
+
+    return _Limit
 
 
 def _fingerprints(listing: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:

@@ -470,6 +470,17 @@ def test_archive_grown_after_listing(
         load_state_from_file(url)
 
 
+def test_folder_markers_and_unsafe_names(s3: S3Server, private_tmp: Path) -> None:
+    bucket = s3.bucket()
+    url = upload(s3, bucket, ZIP / "counter-dir", "m")
+    client = s3.client()
+    client.put_object(Bucket=bucket, Key="m/", Body=b"")  # what a console's "create folder" makes
+    assert validate(url).valid
+    client.put_object(Bucket=bucket, Key="m/a/../b", Body=b"x")
+    with pytest.raises(StoreError, match="unsafe name"):
+        load_state_from_file(url)
+
+
 def test_remote_size_cap(s3: S3Server, private_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = s3.bucket()
     url = upload(s3, bucket, ZIP / "wrapper-dir", "m")
