@@ -112,8 +112,8 @@ def test_same_state_same_outputs(
     def load_flambe_state(obj: Any) -> None:
         mine = _plain_state(obj.get_state())
         if case.get("same_keys", True):
+            # same names; and same seed, same draws (or same setup data): same values
             assert list(mine) == list(theirs)
-        if case.get("same_keys", True):  # same seed, same draws: same initial values too
             assert_same(mine, theirs, "state before loading")
         obj.load_state(State(theirs), strict=True)
 
@@ -121,9 +121,15 @@ def test_same_state_same_outputs(
     assert len(outputs) == len(result["outputs"])
     for i, (mine, other) in enumerate(zip(outputs, result["outputs"], strict=True)):
         assert_same(mine, other, f"call {i}")
-    reloaded = _plain_state(obj.get_state())
-    if case.get("same_keys", True):
-        assert_same(reloaded, theirs, "state after load")
+    renamed = _plain_state({_as_0_4_18(key): value for key, value in theirs.items()})
+    assert_same(_plain_state(obj.get_state()), renamed, "state after load")
+
+
+def _as_0_4_18(key: str) -> str:
+    """0.4.3's Embeddings (an nn.Embedding) kept its table as `weight`."""
+    if key in ("weight", "embedding.weight") or key.endswith(".embedding.weight"):
+        return key[: -len("weight")] + "token_embedding.weight"
+    return key
 
 
 NOT_PORTED = {
