@@ -245,12 +245,15 @@ def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> Writt
     writing several nodes at once fight over the GIL and made saves slower, not faster.
     """
     written = Written()
+    scanned: set[bytes] = set()  # the pickles of empty stashes are all alike
     with ThreadPoolExecutor(max_workers=1) as hasher:
         for node_path, node in _traverse_all_nodes(save_tree):
             files, pickles = _write_node(node_path, node, root, encoding, hasher)
             written.files.update(files)
             for data in pickles:
-                written.named_globals |= scan_pickle(data).globals
+                if data not in scanned:
+                    scanned.add(data)
+                    written.named_globals |= scan_pickle(data).globals
     return written
 
 
