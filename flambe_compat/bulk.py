@@ -533,7 +533,7 @@ def _run_dask(jobs: list[_Job], workers: int, address: str | None) -> Iterator[A
                     threads_per_worker=1,
                     processes=True,
                     memory_limit=0,  # each archive has its own limit
-                    dashboard_address=None,
+                    dashboard_address=":0",  # a free port, no warning about 8787
                     silence_logs=logging.CRITICAL,
                 )
             )
