@@ -38,8 +38,8 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, as_completed
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -480,38 +480,63 @@ def _executor(spec: str, workers: int) -> Executor:
 
 
 def _run_local(jobs: list[_Job], workers: int) -> Iterator[ArchiveResult]:
-    """A pebble process pool: its per-task timeout kills a hung worker, and it replaces
-    dead workers, telling which task each one was running."""
-    from pebble import ProcessExpired, ProcessPool
+    """A process pool (`concurrent.futures`), at most one archive in flight per worker.
 
+    Each worker enforces the time limit itself (the watchdog). A worker that dies breaks
+    the pool: it is replaced by a fresh one, and the archives that were in flight run
+    again one at a time, each alone in a pool of its own, so the one that killed its
+    worker is found and reported `failed`, and the others complete.
+    """
     if not jobs:
         return
-    pool = ProcessPool(max_workers=min(workers, len(jobs)))
+    size = min(workers, len(jobs))
+    waiting = [dataclasses.replace(job, watchdog=True) for job in reversed(jobs)]
+    pool = _pool(size)
+    running: dict[Future[ArchiveResult], _Job] = {}
     try:
-        futures: dict[Future[ArchiveResult], _Job] = {
-            pool.schedule(_process, args=(job,), timeout=job.options.time_limit): job
-            for job in jobs
-        }
-        for future in as_completed(futures):
-            job = futures.pop(future)
-            try:
-                yield future.result()
-            except FutureTimeout:
-                limit = job.options.time_limit
-                yield job.failed(f"over its time limit of {limit:g} s; the worker was replaced")
-            except ProcessExpired as error:
-                yield job.failed(f"its worker process died ({_exit(error.exitcode)}); replaced")
-            except Exception as error:  # what pebble raises for a result it could not return
-                yield job.failed(f"{type(error).__name__}: {error}")
+        while waiting or running:
+            while waiting and len(running) < size:
+                job = waiting.pop()
+                running[pool.submit(_process, job)] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            suspects = []
+            for future in done:
+                job = running.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    suspects.append(job)
+            if suspects:  # every archive in flight fails with the pool: which one broke it?
+                suspects += running.values()
+                running.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                for job in suspects:
+                    yield _alone(job)
+                pool = _pool(size)
     finally:
-        pool.stop()
-        pool.join()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        return f"signal {-code}"
-    return f"exit code {code}"
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers)
+
+
+def _alone(job: _Job) -> ArchiveResult:
+    """`job` in a pool of its own: its result, or why its worker died."""
+    pool = _pool(1)
+    started = time.monotonic()
+    try:
+        return pool.submit(_process, job).result()
+    except BrokenProcessPool:
+        limit = job.options.time_limit
+        if limit is not None and time.monotonic() - started >= limit:
+            return job.failed(f"over its time limit of {limit:g} s; the worker was replaced")
+        return job.failed(
+            "its worker process died (a crash, a kill, or over the memory limit); "
+            "the worker was replaced"
+        )
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _run_dask(jobs: list[_Job], workers: int, address: str | None) -> Iterator[ArchiveResult]:
@@ -534,7 +559,7 @@ def _run_dask(jobs: list[_Job], workers: int, address: str | None) -> Iterator[A
                     threads_per_worker=1,
                     processes=True,
                     memory_limit=0,  # each archive has its own limit
-                    dashboard_address=None,
+                    dashboard_address=":0",  # a free port, no warning about 8787
                     silence_logs=logging.CRITICAL,
                 )
             )
@@ -573,7 +598,7 @@ class _Job:
     destination: str | None
     options: Options
     watchdog: bool = False
-    """Enforce the time limit inside the worker (Dask has no task timeouts)."""
+    """Enforce the time limit inside the worker (neither executor has task timeouts)."""
     scratch: str | None = None
     """The batch's folder for temporary files (on the client's machine)."""
 

@@ -71,7 +71,7 @@ def cluster(s3: S3Server) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             memory_limit=0,
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as local,
         distributed.Client(local) as client,
     ):
