@@ -30,11 +30,6 @@ pytestmark = [
     pytest.mark.skipif(ORACLE is None, reason="the flambe oracle is not installed"),
     pytest.mark.filterwarnings("ignore:PooledRNNEncoder is deprecated:DeprecationWarning"),
 ]
-MISFILED = pytest.mark.xfail(
-    strict=True,
-    reason="0.4.6-0.4.11 misfile the keys of Components in a ModuleList (layers.0.0.*); "
-    "issue 8 item 8: load_state_from_file does not correct them yet",
-)
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +70,8 @@ def _params() -> list[Any]:
     params = []
     for version in RELEASES:
         for name in graphs(version):
-            marks = [MISFILED] if (version, name) in _MISFILED else []
-            params.append(pytest.param(version, name, marks=marks, id=f"{version}-{name}"))
+            params.append(pytest.param(version, name, id=f"{version}-{name}"))
     return params
-
-
-_MISFILED = {("0.4.6", "transformer-encoder"), ("0.4.11", "transformer-encoder")}
 
 
 @pytest.mark.parametrize(("saved", "name"), _params(), indirect=["saved"])
