@@ -48,7 +48,7 @@ NEVER_SAVED = {"holder": ("head.weight", "head.bias")}
 
 KNOWN_FAILURES = {
     ("0.4.3", "labelfield"): "0.4.3's LabelField.process returned a 1-element tensor, "
-    "flambe_compat's a 0-d one (a release difference a checkpoint does not record: we follow 0.4.18)",
+    "flambe_compat's a 0-d one (a checkpoint does not record the release: we follow 0.4.18)",
 }
 """Differences of the ported built-ins, each strict: the test fails once it is fixed."""
 
