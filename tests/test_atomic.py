@@ -147,7 +147,8 @@ def test_a_killed_save_leaves_the_old_archive_or_a_complete_new_one(
             remove(target)
         before = snapshot(target)
         pid = fork(save(new, overwrite))
-        time.sleep(window * 1.1 * point / (KILL_POINTS - 1) * jitter.uniform(0.9, 1.1))
+        # the kill points span 1.5x the median run, so a slow run still ends before one
+        time.sleep(window * 1.5 * point / (KILL_POINTS - 1) * jitter.uniform(0.9, 1.1))
         os.kill(pid, signal.SIGKILL)
         killed = wait(pid) == -signal.SIGKILL
         outcomes["killed mid-save"] += killed and bool(litter(tmp_path))
@@ -356,7 +357,8 @@ def test_a_killed_in_place_upgrade_leaves_the_original_or_the_new_one_and_its_ba
     for point in range(KILL_POINTS):
         reset()
         pid = fork(lambda: flambe_compat_upgrade(source))
-        time.sleep(window * 1.1 * point / (KILL_POINTS - 1) * jitter.uniform(0.9, 1.1))
+        # the kill points span 1.5x the median run, so a slow run still ends before one
+        time.sleep(window * 1.5 * point / (KILL_POINTS - 1) * jitter.uniform(0.9, 1.1))
         os.kill(pid, signal.SIGKILL)
         wait(pid)
         publish.sweep_stale(source.parent)  # what the next save into the folder does first
