@@ -7,7 +7,7 @@ the file inside the archive also given as a logical location. `tool.driver.rules
 each rule met once. Problems found only by `--strict` are warnings, the others errors.
 
 >>> from flambe_compat.problems import Problem
->>> from flambe_compat.validate import Report
+>>> from flambe_compat.report import Report
 >>> report = Report("m.tar.gz", problems=[Problem("state.pt", "decode", "truncated")])
 >>> log = sarif_log([report])
 >>> result = log["runs"][0]["results"][0]
