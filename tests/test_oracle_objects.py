@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -259,6 +260,23 @@ def test_graph_models_register_through_the_shim() -> None:
     assert not shim.installed()
 
 
+def assert_same_json(fresh: Any, committed: Any, where: str = "") -> None:
+    """Equal JSON documents, floats within float32 rounding: a regenerated forward pass may
+    sum in another order (CPU kernels pick their blocking at run time)."""
+    if isinstance(committed, float) and isinstance(fresh, float):
+        assert math.isclose(fresh, committed, rel_tol=1e-5, abs_tol=1e-6), where
+    elif isinstance(committed, dict) and isinstance(fresh, dict):
+        assert fresh.keys() == committed.keys(), where
+        for key in committed:
+            assert_same_json(fresh[key], committed[key], f"{where}/{key}")
+    elif isinstance(committed, list) and isinstance(fresh, list):
+        assert len(fresh) == len(committed), where
+        for index, (new, old) in enumerate(zip(fresh, committed, strict=True)):
+            assert_same_json(new, old, f"{where}/{index}")
+    else:
+        assert fresh == committed, where
+
+
 @pytest.mark.oracle
 def test_fixtures_are_what_flambe_writes(tmp_path: Path) -> None:
     """Regenerating with flambe 0.4.11 and 0.4.18 gives the committed graphs and states."""
@@ -287,7 +305,7 @@ def test_fixtures_are_what_flambe_writes(tmp_path: Path) -> None:
         )
         fresh = json.loads((out / "expected.json").read_text())
         committed = json.loads((OBJECTS / out.name / "expected.json").read_text())
-        assert fresh["graphs"] == committed["graphs"]
+        assert_same_json(fresh["graphs"], committed["graphs"])
         assert {k: v["flambe_read"] for k, v in fresh["archives"].items()} == {
             k: v["flambe_read"] for k, v in committed["archives"].items()
         }
