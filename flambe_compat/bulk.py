@@ -52,7 +52,7 @@ from .ledger import Ledger, read_records
 from .migrate import LATEST
 from .pipeline import validate
 from .problems import Problem
-from .publish import is_scratch_name
+from .publish import is_scratch_name, sweep_stale
 from .report import Report
 from .revisions import Revision
 from .store import StoreError, is_url, scrub, shown
@@ -746,6 +746,8 @@ def _raise_store_problem(report: Report) -> None:
 def _upgrade(job: _Job) -> ArchiveResult:
     source = job.archive.url
     target = job.destination
+    if target is not None:
+        _sweep_beside(target)
     if target is not None and _exists(target):
         return _already_upgraded(job, target)
     try:
@@ -767,6 +769,14 @@ def _upgrade(job: _Job) -> ArchiveResult:
         revision=done.source_revision,
         output=source if target is None else target,
     )
+
+
+def _sweep_beside(target: str) -> None:
+    """A worker killed between publishing its output and removing its scratch folder left
+    that folder beside the output; a rerun that finds the output done writes nothing there,
+    so it sweeps here rather than in the next save."""
+    if not is_url(target):
+        sweep_stale(Path(target).parent)
 
 
 def _exists(path: str) -> bool:
@@ -796,6 +806,7 @@ def _export(job: _Job) -> ArchiveResult:
 
     source = job.archive.url
     target = str(job.destination)
+    _sweep_beside(target)
     if os.path.lexists(target):
         return _already_exported(job, target)
     try:

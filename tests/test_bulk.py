@@ -32,6 +32,7 @@ from flambe_compat.store import StoreError
 from flambe_compat.tree import node_metadata
 from tests.bulkstore import BAD, BOMB_CAP, hanging_pickle, make_store
 from tests.corpus import CORPUS, snapshot
+from tests.test_atomic import dead_pid
 
 QUICK = Options(retries=0, time_limit=120)
 
@@ -251,6 +252,20 @@ def test_an_output_left_by_a_killed_run_counts_once_validated(tmp_path: Path) ->
     assert results["p.pkl"].verdict == "failed"
     assert "already exists" in str(results["p.pkl"].reason)
     assert (out / "p.pkl").read_bytes() == b"something else"
+
+
+def test_a_rerun_sweeps_the_scratch_a_killed_worker_left_beside_its_output(
+    tmp_path: Path,
+) -> None:
+    source = shutil.copytree(CORPUS / "0.4.13-legacy" / "mlp-dir", tmp_path / "src" / "m")
+    out = tmp_path / "out"
+    [first] = run_batch("upgrade", str(source.parent), str(out), options=QUICK)
+    # killed after publishing, before its scratch folder went: the ledger never heard of it
+    left = out / f".m.flambe-compat-tmp-{dead_pid()}-abc_1"
+    left.mkdir()
+    [again] = run_batch("upgrade", str(source.parent), str(out), options=QUICK)
+    assert (first.verdict, again.verdict) == ("upgraded", "upgraded")
+    assert sorted(p.name for p in out.iterdir()) == ["m"]
 
 
 # --- retries, in this process ---
