@@ -21,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import pickle
 import sys
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +43,7 @@ from .layout import (
     VERSION_FILE_NAME,
 )
 from .listing import Folder, walk
-from .payload import PayloadFile, PayloadFormat, pickle_record, read_payload_file
+from .payload import PayloadFile, PayloadFormat, read_payload_file
 from .peek import Opaque, PeekError, TensorInfo, peek
 from .problems import Problem
 
@@ -175,9 +173,11 @@ class Description:
             return [(self.opened.payload.name, self.pickle)]
         return [item for node in self.nodes for item in node.payloads()]
 
-    def contents(self) -> dict[str, bytes]:
+    def contents(self) -> dict[str, bytes | bytearray]:
         """The files read whole while describing, by path relative to the archive."""
-        found = {path: p.file.data for path, p in self.payloads() if p.file.data is not None}
+        found: dict[str, bytes | bytearray] = {
+            path: p.file.data for path, p in self.payloads() if p.file.data is not None
+        }
         for node in self.nodes:
             found.update((node.folder.join(n), t.encode("utf-8")) for n, t in node.texts.items())
         return found
@@ -287,11 +287,10 @@ def describe_payload(
 ) -> PayloadSummary:
     """Format, keys, tensor shapes, metadata and refused globals of one payload file."""
     summary = PayloadSummary(payload)
-    if decode is not None and payload.format in ("zip", "legacy") and _pickle_intact(payload):
+    if decode is not None and payload.format in ("zip", "legacy"):
         try:
             summary.decoded = decode(payload)
-            summary.is_decoded = True
-            summary.file = dataclasses.replace(payload, data=None)  # the tensors hold a copy
+            summary.is_decoded = True  # its tensors share `payload.data`: kept at no cost
             _summarise(summary, summary.decoded)
             return summary
         except LoadError as error:
@@ -315,19 +314,6 @@ def describe_payload(
     if not peeked.unsafe_globals and _is_plain(peeked.value):
         summary.plain, summary.is_plain = peeked.value, True
     return summary
-
-
-def _pickle_intact(payload: PayloadFile) -> bool:
-    """Whether a zip payload's pickle record passes its CRC (torch's reader checks none):
-    if not, peeking reports why."""
-    if payload.format != "zip":
-        return True
-    try:
-        with payload.open() as file, zipfile.ZipFile(file) as archive:
-            pickle_record(archive)
-    except (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError):
-        return False
-    return True
 
 
 def _summarise(summary: PayloadSummary, value: Any) -> None:

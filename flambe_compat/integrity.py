@@ -87,7 +87,7 @@ def check_files(
     manifest: dict[str, Any],
     verify: bool = False,
     folders: list[Folder] | None = None,
-    contents: Mapping[str, bytes] | None = None,
+    contents: Mapping[str, bytes | bytearray] | None = None,
 ) -> list[Problem]:
     """The files of `root` that differ from `manifest`: missing, unlisted, resized, altered.
 

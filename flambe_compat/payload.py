@@ -21,6 +21,7 @@ from __future__ import annotations
 import _compat_pickle
 import dataclasses
 import io
+import os
 import pickle
 import pickletools
 import tarfile
@@ -54,7 +55,7 @@ _MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _MODIFIERS = frozenset({"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"})
 
 
-def payload_format(head: bytes) -> PayloadFormat:
+def payload_format(head: bytes | bytearray) -> PayloadFormat:
     """The format of a payload from its first `HEAD_SIZE` bytes.
 
     `zip` and `legacy` are the two `torch.save` formats; `pickle` is a bare pickle
@@ -69,7 +70,7 @@ def payload_format(head: bytes) -> PayloadFormat:
     return "unknown"
 
 
-def _is_tar_header(block: bytes) -> bool:
+def _is_tar_header(block: bytes | bytearray) -> bool:
     """A tar header that also starts like a legacy torch file: torch would unpack it as
     its pre-1.0 tar format, reading members through links, so we refuse it."""
     try:
@@ -92,12 +93,15 @@ SMALL_PAYLOAD_BYTES = 1 << 20
 @dataclass(frozen=True)
 class PayloadFile:
     """A payload file, sniffed; read whole (`data`) when small and about to be decoded, one
-    at a time (so that a load holds at most one payload's bytes beside the tensors)."""
+    at a time (so that a load holds at most one payload's bytes beside the tensors).
+
+    `data` is a `bytearray`: the tensors decoded from it share its memory.
+    """
 
     path: Path
     size: int
     format: PayloadFormat
-    data: bytes | None = None
+    data: bytearray | None = None
 
     def open(self) -> IO[bytes]:
         """The payload's bytes from their start: from memory when read whole."""
@@ -108,10 +112,22 @@ class PayloadFile:
         if self.data is not None or self.size > SMALL_PAYLOAD_BYTES:
             return self
         try:
-            data = self.path.read_bytes()
+            with self.path.open("rb") as file:
+                data = _read_all(file)
         except OSError:
             return self  # whoever decodes it reports why
         return dataclasses.replace(self, size=len(data), data=data)
+
+
+def _read_all(file: IO[bytes]) -> bytearray:
+    """The rest of a buffered file, read once into a buffer of its size."""
+    data = bytearray(os.fstat(file.fileno()).st_size - file.tell() + 1)
+    count = file.readinto(data)  # type: ignore[attr-defined]
+    if count == len(data):
+        data += file.read()  # it grew meanwhile
+    else:
+        del data[count:]
+    return data
 
 
 def read_payload_file(path: Path, size: int, whole: bool = False) -> PayloadFile:
@@ -123,7 +139,7 @@ def read_payload_file(path: Path, size: int, whole: bool = False) -> PayloadFile
     try:
         with path.open("rb") as file:
             if whole and size <= SMALL_PAYLOAD_BYTES:
-                data = file.read()
+                data = _read_all(file)
                 return PayloadFile(path, len(data), payload_format(data[:HEAD_SIZE]), data)
             return PayloadFile(path, size, payload_format(file.read(HEAD_SIZE)))
     except OSError:

@@ -29,7 +29,6 @@ from .container import Opened, opened
 from .describe import Decode, Description, describe
 from .detect import Detection, detect, folder_protocol, payload_files
 from .errors import LoadError
-from .layout import PROTOCOL_2
 from .listing import Folder, walk
 from .migrate import Migration, run
 from .problems import Problem
@@ -97,9 +96,7 @@ def inspect(
     if detection.revision is None:
         report.problems += [Problem("", "revision", reason) for reason in detection.reasons]
         return Inspection(archive, detection, report)
-    # protocol 2 payloads are memory-mapped when decoded: never read whole
-    whole = for_decoding and detection.protocol != PROTOCOL_2
-    description = describe(archive, detection, folders, payloads, whole, decode)
+    description = describe(archive, detection, folders, payloads, for_decoding, decode)
     validation = validate_description(description, strict=strict, trust=trust, verify=verify)
     report.document = description.as_json()
     report.problems += validation.problems

@@ -19,7 +19,6 @@ still fails becomes a `LoadError` naming the file.
 
 from __future__ import annotations
 
-import io
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -116,7 +115,7 @@ class Decoder:
             return _decoded(payload, load)
         if payload.data is not None:
             data = payload.data
-            return _decoded(payload, lambda: torch_load(io.BytesIO(data), trust, module, **args))
+            return _decoded(payload, lambda: torch_load(data, trust, module, **args))
         return _decoded(payload, lambda: torch_load(payload.path, trust, module, mmap=mmap, **args))
 
 

@@ -30,11 +30,12 @@ import io
 import os
 import pickle
 import types
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .payload import ZIP_MAGIC, python3_name, scan_pickle
+from .payload import ZIP_MAGIC, pickle_record, python3_name, scan_pickle
 from .state import State
 
 LEGACY_STATE = ("flambe.compile.serialization", "State")
@@ -447,21 +448,37 @@ def unpickle(
 
 
 def torch_load(
-    file: str | os.PathLike[str] | IO[bytes],
+    file: str | os.PathLike[str] | IO[bytes] | bytearray,
     trust: Trust,
     pickle_module: Any = pickle,
     map_location: Any = None,
     mmap: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """`torch.load` of a legacy or zip torch file through the unpickler `trust` allows."""
+    """`torch.load` of a legacy or zip torch file through the unpickler `trust` allows.
+
+    `file` may be a whole file in memory (a `bytearray`, whose memory the tensors then
+    share). Zip files of CPU tensors are read by `flambe_compat.torchzip` (the same
+    values, without `torch.load`'s fixed cost per call); the rest, and any extra
+    `torch.load` argument, go through `torch.load`.
+    """
     import torch
 
+    from .torchzip import Declined, load_zip
+
+    module = pickle_module_for(trust, pickle_module, map_location)
+    if not kwargs:
+        try:
+            return load_zip(file, module.Unpickler, map_location, mmap)
+        except Declined:
+            pass
+    if isinstance(file, bytearray):
+        file = io.BytesIO(file)
     _check_zip(file, trust)
     return torch.load(
         file,
         map_location=map_location,
-        pickle_module=pickle_module_for(trust, pickle_module, map_location),
+        pickle_module=module,
         weights_only=False,
         mmap=mmap or None,
         **kwargs,
@@ -489,6 +506,9 @@ def _check_zip(file: str | os.PathLike[str] | IO[bytes], trust: Trust) -> None:
         return
     reader = torch._C.PyTorchFileReader(file)
     records = reader.get_all_records()
+    file.seek(start)
+    with zipfile.ZipFile(file) as archive:
+        pickle_record(archive)  # its CRC: torch's reader checks none
     file.seek(start)
     allowed = trust.trusted or TORCHSCRIPT_LOADER in trust.allow_globals
     if "constants.pkl" in records and not allowed:

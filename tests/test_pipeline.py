@@ -104,6 +104,7 @@ def test_a_dry_run_reads_no_tensor_bytes(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(zipfile.ZipFile, "open", spy)
     monkeypatch.setattr("torch.load", no_torch_load)
+    monkeypatch.setattr("flambe_compat.torchzip.load_zip", no_torch_load)
     result = upgrade(source, dry_run=True)
     assert result.steps == ["1.4->2.0"]
     assert records and {name.rpartition("/")[2] for name in records} == {"data.pkl"}

@@ -1,0 +1,176 @@
+"""The direct reader of torch's zip format: the values `torch.load` gives, from a path, a
+mapping, a file or memory; what it declines; malformed files it refuses."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from flambe_compat.torchzip import Declined, load_zip
+from flambe_compat.unpickle import Trust, UnsafeGlobalError, pickle_module_for
+
+UNPICKLER = pickle_module_for(Trust()).Unpickler
+
+
+def sample() -> dict[str, Any]:
+    base = torch.arange(24, dtype=torch.float64).reshape(4, 6)
+    state: OrderedDict[str, Any] = OrderedDict()
+    state["weight"] = torch.randn(3, 5)
+    state["half"] = torch.randn(7).to(torch.bfloat16)
+    state["ints"] = torch.arange(5, dtype=torch.int16)
+    state["flags"] = torch.tensor([True, False])
+    state["complex"] = torch.randn(2, dtype=torch.complex64)
+    state["empty"] = torch.empty(0, 3)
+    state["scalar"] = torch.tensor(3.5)
+    state["base"] = base
+    state["view"] = base[1:, 2:]  # shares base's storage, at an offset
+    state["transposed"] = base.t()
+    state["parameter"] = torch.nn.Parameter(torch.ones(2), requires_grad=False)
+    state["nested"] = {"list": [torch.zeros(1), 1, "a"], "tuple": (2.5, None)}
+    state._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]
+    return state
+
+
+def saved(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def assert_same(ours: Any, theirs: Any) -> None:
+    assert type(ours) is type(theirs)
+    if isinstance(theirs, torch.Tensor):
+        assert (ours.dtype, ours.shape, ours.stride()) == (
+            theirs.dtype,
+            theirs.shape,
+            theirs.stride(),
+        )
+        assert ours.storage_offset() == theirs.storage_offset()
+        assert ours.requires_grad == theirs.requires_grad
+        assert torch.equal(ours, theirs)
+    elif isinstance(theirs, dict):
+        assert list(ours) == list(theirs)
+        assert getattr(ours, "_metadata", None) == getattr(theirs, "_metadata", None)
+        for key in theirs:
+            assert_same(ours[key], theirs[key])
+    elif isinstance(theirs, (list, tuple)):
+        assert len(ours) == len(theirs)
+        for mine, other in zip(ours, theirs, strict=True):
+            assert_same(mine, other)
+    else:
+        assert ours == theirs
+
+
+@pytest.mark.parametrize("source", ["path", "mmap", "file", "memory"])
+def test_gives_what_torch_load_gives(source: str, tmp_path: Path) -> None:
+    path = tmp_path / "state.pt"
+    path.write_bytes(saved(sample()))
+    expected = torch.load(path, weights_only=True)
+    if source in ("path", "mmap"):
+        loaded = load_zip(path, UNPICKLER, mmap=source == "mmap")
+    elif source == "file":
+        with path.open("rb") as file:
+            loaded = load_zip(file, UNPICKLER)
+    else:
+        loaded = load_zip(bytearray(path.read_bytes()), UNPICKLER)
+    assert_same(loaded, expected)
+    # one storage per record, shared as torch shares it
+    assert (
+        loaded["view"].untyped_storage().data_ptr() == loaded["base"].untyped_storage().data_ptr()
+    )
+
+
+def test_tensors_share_the_memory_they_were_read_from() -> None:
+    data = bytearray(saved({"w": torch.zeros(4)}))
+    loaded = load_zip(data, UNPICKLER)
+    loaded["w"] += 1
+    assert torch.equal(load_zip(data, UNPICKLER)["w"], torch.ones(4))
+
+
+def test_a_memory_mapped_load_reads_tensor_bytes_only_when_used(tmp_path: Path) -> None:
+    path = tmp_path / "state.pt"
+    path.write_bytes(saved({"w": torch.arange(10.0)}))
+    loaded = load_zip(path, UNPICKLER, mmap=True)
+    path.unlink()  # the mapping holds the bytes on, as torch.load(mmap=True)'s does
+    assert torch.equal(loaded["w"], torch.arange(10.0))
+
+
+def test_the_allow_list_still_decides() -> None:
+    with pytest.raises(UnsafeGlobalError, match=r"builtins\.print"):
+        load_zip(bytearray(saved({"f": print})), UNPICKLER)
+
+
+@pytest.mark.parametrize(
+    "value, map_location",
+    [
+        (b"\x80\x02}q\x00.", None),  # a bare pickle
+        (saved({"w": torch.ones(1)}), "meta"),  # another device: torch.load maps it
+    ],
+)
+def test_declines_what_torch_load_should_read(value: bytes, map_location: Any) -> None:
+    file = io.BytesIO(value)
+    with pytest.raises(Declined):
+        load_zip(file, UNPICKLER, map_location=map_location)
+    assert file.tell() == 0
+
+
+def test_declines_torchscript() -> None:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), buffer)
+    with pytest.raises(Declined):
+        load_zip(bytearray(buffer.getvalue()), UNPICKLER)
+
+
+def rewritten(data: bytes, change: Any) -> bytearray:
+    """The zip file `data` with each record passed through `change(name, bytes)`, which
+    returns the new bytes and compression (`None`: drop the record)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            new = change(info.filename, source.read(info))
+            if new is not None:
+                target.writestr(info.filename, new[0], compress_type=new[1])
+    return bytearray(out.getvalue())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda n, b: None if "/data/" in n else (b, zipfile.ZIP_STORED), "no record"),
+        (lambda n, b: (b[:-4] if "/data/" in n else b, zipfile.ZIP_STORED), "stored bytes"),
+        (
+            lambda n, b: (b, zipfile.ZIP_DEFLATED if "/data/" in n else zipfile.ZIP_STORED),
+            "stored bytes",
+        ),
+    ],
+    ids=["missing-record", "short-record", "compressed-record"],
+)
+def test_refuses_records_that_do_not_hold_the_storage(change: Any, message: str) -> None:
+    data = rewritten(saved({"w": torch.randn(64)}), change)
+    with pytest.raises(pickle.UnpicklingError, match=message):
+        load_zip(data, UNPICKLER)
+
+
+def test_refuses_a_corrupted_pickle_record() -> None:
+    data = bytearray(saved({"w": torch.ones(1), "name": "abcdefgh"}))
+    at = data.index(b"abcdefgh")
+    data[at] ^= 0xFF
+    with pytest.raises(zipfile.BadZipFile, match="CRC"):
+        load_zip(data, UNPICKLER)
+
+
+def test_declines_a_storage_saved_on_another_device() -> None:
+    def on_xpu(name: str, data: bytes) -> tuple[bytes, int]:
+        return data.replace(b"cpu", b"xpu") if name.endswith("data.pkl") else data, 0
+
+    file = io.BytesIO(rewritten(saved({"w": torch.ones(2)}), on_xpu))
+    with pytest.raises(Declined, match="xpu"):
+        load_zip(file, UNPICKLER)
+    assert file.tell() == 0
