@@ -54,6 +54,7 @@ from .payload import scan_pickle
 from .publish import check_target, publish, staging
 from .revisions import info
 from .state import State
+from .torchzip import save_zip
 from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
 from .unpickle import LEGACY_STATE
 
@@ -287,11 +288,14 @@ def _write_node(
     files: dict[str, tuple[int, str]] = {}
     pickles = []
     for value, name in payloads:
-        kept = _KeptPickle(encoding.pickle_module)
         with HashedFile(folder / name, hasher) as hashed:
-            torch.save(value, cast(IO[bytes], hashed), kept, encoding.pickle_protocol)
+            pickled = save_zip(value, cast(IO[bytes], hashed), encoding.pickle_protocol)
+            if pickled is None:  # too large for a plain zip file: torch writes ZIP64
+                kept = _KeptPickle(encoding.pickle_module)
+                torch.save(value, cast(IO[bytes], hashed), kept, encoding.pickle_protocol)
+                pickled = kept.data
         files[prefix + name] = (hashed.size, hashed.sha256)
-        pickles.append(kept.data)
+        pickles.append(pickled)
     for name, text in texts.items():
         files[prefix + name] = write_hashed(folder / name, text.encode("utf-8"))
     return files, pickles

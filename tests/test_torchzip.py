@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import torch
 
-from flambe_compat.torchzip import Declined, load_zip
+from flambe_compat import load_state_from_file, save_state_to_file
+from flambe_compat.torchzip import Declined, load_zip, save_zip
 from flambe_compat.unpickle import Trust, UnsafeGlobalError, pickle_module_for
+from tests.test_write_protocol2 import make_state
 
 UNPICKLER = pickle_module_for(Trust()).Unpickler
 
@@ -174,3 +176,76 @@ def test_declines_a_storage_saved_on_another_device() -> None:
     with pytest.raises(Declined, match="xpu"):
         load_zip(file, UNPICKLER)
     assert file.tell() == 0
+
+
+# --- writing ---
+
+
+def written(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    assert save_zip(value, buffer) is not None
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_torch_loads_what_it_writes(mmap: bool, tmp_path: Path) -> None:
+    state = sample()
+    path = tmp_path / "state.pt"
+    path.write_bytes(written(state))
+    loaded = torch.load(path, weights_only=True, mmap=mmap)
+    assert_same(loaded, state)
+    assert (
+        loaded["view"].untyped_storage().data_ptr() == loaded["base"].untyped_storage().data_ptr()
+    )
+
+
+def test_it_writes_the_records_torch_writes_with_data_aligned_for_mapping() -> None:
+    state = {"a": torch.ones(3), "b": torch.arange(5)}
+    ours = zipfile.ZipFile(io.BytesIO(written(state)))
+    theirs = zipfile.ZipFile(io.BytesIO(saved(state)))
+    assert ours.namelist() == theirs.namelist()
+    assert ours.testzip() is None  # every CRC right
+    data = written(state)
+    for info in ours.infolist():
+        if "/data/" in info.filename:
+            start = info.header_offset + 30 + len(info.filename)
+            start += int.from_bytes(
+                data[info.header_offset + 28 : info.header_offset + 30], "little"
+            )
+            assert start % 64 == 0
+            assert data[start : start + info.file_size] == ours.read(info)
+    for name in ours.namelist():
+        if "/data/" in name or name.endswith("data.pkl"):
+            assert ours.read(name) == theirs.read(name)
+
+
+def test_it_returns_the_pickle_it_wrote() -> None:
+    buffer = io.BytesIO()
+    pickled = save_zip({"w": torch.ones(1)}, buffer)
+    assert pickled == zipfile.ZipFile(buffer).read("archive/data.pkl")
+
+
+def test_too_large_for_a_plain_zip_file_it_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("flambe_compat.torchzip.MAX_ZIP_BYTES", 16)
+    buffer = io.BytesIO()
+    assert save_zip({"w": torch.ones(4)}, buffer) is None
+    assert buffer.getvalue() == b""
+
+
+def test_a_protocol_2_save_too_large_for_it_goes_through_torch_save(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("flambe_compat.torchzip.MAX_ZIP_BYTES", 16)
+    state = make_state(nodes=2)
+    save_state_to_file(state, tmp_path / "m", protocol=2)
+    loaded = load_state_from_file(tmp_path / "m")
+    assert sorted(loaded) == sorted(state)
+    for key, value in state.items():
+        same = torch.equal(loaded[key], value) if isinstance(value, torch.Tensor) else None
+        assert same if same is not None else loaded[key] == value
+
+
+def test_views_of_one_storage_as_different_types_are_refused_as_torch_refuses() -> None:
+    base = torch.zeros(4)
+    with pytest.raises(RuntimeError, match="different types"):
+        save_zip({"f": base, "i": base.view(torch.int32)}, io.BytesIO())
