@@ -18,6 +18,7 @@ payloads read whole stay in the records, for the decoder.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -44,7 +45,7 @@ from .layout import (
 )
 from .listing import Folder, walk
 from .payload import PayloadFile, PayloadFormat, read_payload_file
-from .peek import Opaque, PeekError, TensorInfo, peek
+from .peek import Opaque, Peeked, PeekError, TensorInfo, peek
 from .problems import Problem
 
 Decode = Callable[[PayloadFile, bool], Any]
@@ -229,11 +230,15 @@ def describe(
         return description
     description.folders = walk(archive.payload) if folders is None else folders
     if payloads is None:
-        payloads = payload_files(description.folders)
-    description.nodes = [
-        _describe_node(folder, payloads, description.problems, payload_decode, whole)
-        for folder in description.folders
-    ]
+        payloads = payload_files(description.folders, whole)
+    describer = _NodeDescriber(
+        payloads,
+        description.problems,
+        payload_decode,
+        whole,
+        keep_bytes=detection.protocol == PROTOCOL_2,
+    )
+    description.nodes = [describer.node(folder) for folder in description.folders]
     return description
 
 
@@ -241,42 +246,64 @@ def _decode(decode: Decode, mmap: bool, payload: PayloadFile) -> Any:
     return decode(payload, mmap)
 
 
-def _describe_node(
-    folder: Folder,
-    payloads: Mapping[str, PayloadFile],
-    problems: list[Problem],
-    decode: Callable[[PayloadFile], Any] | None,
-    whole: bool,
-) -> NodeSummary:
-    problems.extend(
-        Problem(folder.join(name), "links", "links and special files are refused")
-        for name in folder.specials
-    )
-    node = NodeSummary(folder)
-    for name in _TEXT_FILES:
-        if name in folder.files:
-            text = _read_text(folder.path / name, folder.join(name), problems)
-            if text is not None:
-                node.texts[name] = text
-    if not folder.relative and REQUIREMENTS_FILE_NAME in folder.files:
-        text = _read_text(folder.path / REQUIREMENTS_FILE_NAME, REQUIREMENTS_FILE_NAME, [])
-        if text is not None:  # kept for the decoder, which reports an unreadable one
-            node.texts[REQUIREMENTS_FILE_NAME] = text
-    config = node.texts.get(CONFIG_FILE_NAME)
-    if config is not None:
-        node.config = _describe_config(config, folder.join(CONFIG_FILE_NAME), problems)
-    for name in (STATE_FILE_NAME, STASH_FILE_NAME):
-        if folder.files.get(name, 0) > 0:
-            relative = folder.join(name)
-            # stashes are mostly plain values, which peeking decodes cheaper than torch
-            given = decode if name == STATE_FILE_NAME else None
-            payload = payloads[relative].read_whole() if whole else payloads[relative]
-            summary = describe_payload(payload, relative, problems, given)
-            if name == STATE_FILE_NAME:
-                node.state = summary
-            else:
-                node.stash = summary
-    return node
+MAX_SHARED_PEEK_BYTES = 4096
+"""Small payloads read whole are peeked into once per distinct content: the stashes of an
+archive are mostly the same few bytes (an empty dict)."""
+
+
+@dataclass
+class _NodeDescriber:
+    """Describes node folders one by one, with what they share: the sniffed payloads,
+    the problems found, how payloads are decoded, and the peeks of small payloads."""
+
+    payloads: Mapping[str, PayloadFile]
+    problems: list[Problem]
+    decode: Callable[[PayloadFile], Any] | None
+    whole: bool
+    keep_bytes: bool
+    """Keep the bytes of payloads read whole for validation (protocol 2 hashes them; its
+    tensors share them), instead of dropping them once decoded."""
+    peeks: dict[bytes, Peeked] = field(default_factory=dict)
+
+    def node(self, folder: Folder) -> NodeSummary:
+        problems = self.problems
+        problems.extend(
+            Problem(folder.join(name), "links", "links and special files are refused")
+            for name in folder.specials
+        )
+        node = NodeSummary(folder)
+        for name in _TEXT_FILES:
+            if name in folder.files:
+                text = _read_text(folder.path / name, folder.join(name), problems)
+                if text is not None:
+                    node.texts[name] = text
+        if not folder.relative and REQUIREMENTS_FILE_NAME in folder.files:
+            text = _read_text(folder.path / REQUIREMENTS_FILE_NAME, REQUIREMENTS_FILE_NAME, [])
+            if text is not None:  # kept for the decoder, which reports an unreadable one
+                node.texts[REQUIREMENTS_FILE_NAME] = text
+        config = node.texts.get(CONFIG_FILE_NAME)
+        if config is not None:
+            node.config = _describe_config(config, folder.join(CONFIG_FILE_NAME), problems)
+        for name in (STATE_FILE_NAME, STASH_FILE_NAME):
+            if folder.files.get(name, 0) > 0:
+                relative = folder.join(name)
+                payload = self.payloads[relative]
+                if self.whole:
+                    payload = payload.read_whole()
+                # stashes are mostly plain values, which peeking decodes cheaper than torch
+                if name == STATE_FILE_NAME:
+                    node.state = self.payload(payload, relative, self.decode)
+                else:
+                    node.stash = self.payload(payload, relative, None)
+        return node
+
+    def payload(
+        self, payload: PayloadFile, relative: str, decode: Callable[[PayloadFile], Any] | None
+    ) -> PayloadSummary:
+        summary = describe_payload(payload, relative, self.problems, decode, self.peeks)
+        if summary.is_decoded and not self.keep_bytes:
+            summary.file = dataclasses.replace(payload, data=None)  # the tensors hold a copy
+        return summary
 
 
 def describe_payload(
@@ -284,13 +311,18 @@ def describe_payload(
     relative: str,
     problems: list[Problem],
     decode: Callable[[PayloadFile], Any] | None = None,
+    peeks: dict[bytes, Peeked] | None = None,
 ) -> PayloadSummary:
-    """Format, keys, tensor shapes, metadata and refused globals of one payload file."""
+    """Format, keys, tensor shapes, metadata and refused globals of one payload file.
+
+    `peeks` holds what small payloads read whole were found to hold, by content, to be
+    reused for payloads of the same content.
+    """
     summary = PayloadSummary(payload)
     if decode is not None and payload.format in ("zip", "legacy"):
         try:
             summary.decoded = decode(payload)
-            summary.is_decoded = True  # its tensors share `payload.data`: kept at no cost
+            summary.is_decoded = True
             _summarise(summary, summary.decoded)
             return summary
         except LoadError as error:
@@ -299,7 +331,7 @@ def describe_payload(
             pass  # not describable as JSON: peeking reports it
         summary.decoded, summary.is_decoded = None, False
     try:
-        peeked = peek(payload)
+        peeked = _peek(payload, peeks)
         summary.unsafe_globals = peeked.unsafe_globals
         _summarise(summary, peeked.value)
     except PeekError as error:
@@ -314,6 +346,17 @@ def describe_payload(
     if not peeked.unsafe_globals and _is_plain(peeked.value):
         summary.plain, summary.is_plain = peeked.value, True
     return summary
+
+
+def _peek(payload: PayloadFile, peeks: dict[bytes, Peeked] | None) -> Peeked:
+    """`peek(payload)`, or a copy of what an earlier payload of the same bytes held."""
+    data = payload.data
+    if peeks is None or data is None or len(data) > MAX_SHARED_PEEK_BYTES:
+        return peek(payload)
+    key = bytes(data)
+    if key not in peeks:
+        peeks[key] = peek(payload)
+    return copy.deepcopy(peeks[key])  # each node's values its own
 
 
 def _summarise(summary: PayloadSummary, value: Any) -> None:

@@ -61,10 +61,11 @@ class Detection:
     reasons: tuple[str, ...] = ()
 
 
-def payload_files(folders: list[Folder]) -> dict[str, PayloadFile]:
-    """Every payload of a walked save folder, sniffed, by path relative to the folder."""
+def payload_files(folders: list[Folder], whole: bool = False) -> dict[str, PayloadFile]:
+    """Every payload of a walked save folder, sniffed, by path relative to the folder;
+    with `whole` (for a load), the small ones read whole while sniffing them."""
     return {
-        folder.join(name): read_payload_file(folder.path / name, size)
+        folder.join(name): read_payload_file(folder.path / name, size, whole)
         for folder in folders
         for name, size in folder.files.items()
         if name.endswith(PAYLOAD_SUFFIXES)

@@ -84,7 +84,7 @@ def inspect(
     if archive.is_folder:
         folders = walk(archive.payload)
         protocol = folder_protocol(archive.payload)
-        payloads = payload_files(folders)
+        payloads = payload_files(folders, for_decoding)
     detection = detect(archive, folders, payloads, protocol)
     report = Report(
         os.fspath(archive.source),
