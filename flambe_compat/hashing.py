@@ -17,11 +17,16 @@ system call both release the GIL, so the hash costs no time when a core is free.
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import Executor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+_NEW_FILE = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+"""Unbuffered (`HashedFile` gathers small writes itself), refusing to replace a file."""
 PARALLEL_BYTES = 1 << 20
 """Chunks at least this large are hashed on the helper thread, smaller ones inline: a
 thread hand-off costs more than hashing a zip header."""
@@ -35,7 +40,7 @@ class HashedFile:
     """
 
     def __init__(self, path: Path, hasher: Executor | None = None) -> None:
-        self._file = path.open("xb")
+        self._descriptor = os.open(path, _NEW_FILE, 0o666)
         self._digest = hashlib.sha256()
         self._hasher = hasher
         self._pending = bytearray()
@@ -50,11 +55,11 @@ class HashedFile:
             self.flush()
             if self._hasher is None:
                 self._digest.update(view)
-                self._file.write(view)
+                self._write(view)
             else:
                 hashed = self._hasher.submit(self._digest.update, view)
                 try:
-                    self._file.write(view)
+                    self._write(view)
                 finally:
                     hashed.result()
         self.size += view.nbytes
@@ -63,8 +68,12 @@ class HashedFile:
     def flush(self) -> None:
         if self._pending:
             self._digest.update(self._pending)
-            self._file.write(self._pending)
+            self._write(memoryview(self._pending))
             self._pending.clear()
+
+    def _write(self, view: memoryview) -> None:
+        while view:
+            view = view[os.write(self._descriptor, view) :]
 
     @property
     def sha256(self) -> str:
@@ -84,7 +93,7 @@ class HashedFile:
             if kind is None:
                 self.flush()
         finally:
-            self._file.close()
+            os.close(self._descriptor)
 
 
 def write_hashed(path: Path, data: bytes) -> tuple[int, str]:

@@ -31,6 +31,7 @@ and no TorchScript.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -229,47 +230,73 @@ def save_zip(value: Any, file: IO[bytes], pickle_protocol: int = 2) -> bytes | N
 
     The pickle is made with the standard `pickle` and torch's own reductions of tensors;
     storages on other devices are copied to the CPU and keep their location, as torch's.
+    The file depends on the pickle and the tensor bytes only (no random id), so a value
+    without tensors (most stashes) is built once and its bytes reused.
     """
-    storages: dict[int, tuple[str, torch.UntypedStorage]] = {}
-    dtypes: dict[int, torch.dtype] = {}
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj: Any) -> Any:
-            if isinstance(obj, torch.storage.TypedStorage):
-                storage, dtype = obj._untyped_storage, obj.dtype
-                storage_type: Any = getattr(torch, obj._pickle_storage_type())  # type: ignore[no-untyped-call]
-                numel = obj._size()  # type: ignore[no-untyped-call]
-            elif isinstance(obj, torch.UntypedStorage):
-                storage, dtype = obj, torch.uint8
-                storage_type, numel = torch.UntypedStorage, obj.nbytes()
-            else:
-                return None
-            allocated = storage.device.type != "meta" and storage.data_ptr() != 0
-            if allocated and dtypes.setdefault(storage.data_ptr(), dtype) != dtype:
-                raise RuntimeError(
-                    "Cannot save multiple tensors or storages that view the same data "
-                    "as different types"
-                )
-            key, _ = storages.setdefault(storage._cdata, (str(len(storages)), storage))
-            location = torch.serialization.location_tag(storage)
-            return ("storage", storage_type, key, location, numel)
-
     buffer = io.BytesIO()
-    Pickler(buffer, protocol=pickle_protocol).dump(value)
+    pickler = _StoragePickler(buffer, protocol=pickle_protocol)
+    pickler.dump(value)
     pickled = buffer.getvalue()
-    if sum(storage.nbytes() for _, storage in storages.values()) >= MAX_ZIP_BYTES:
+    storages = list(pickler.storages.values())
+    if not storages:
+        file.write(_plain_file(pickled))
+        return pickled
+    if sum(storage.nbytes() for _, storage in storages) >= MAX_ZIP_BYTES:
         return None
+    _write_zip(file, pickled, storages)
+    return pickled
+
+
+class _StoragePickler(pickle.Pickler):
+    """torch's pickling of storages: each one becomes a persistent id naming its record."""
+
+    def __init__(self, file: IO[bytes], protocol: int) -> None:
+        super().__init__(file, protocol=protocol)
+        self.storages: dict[int, tuple[str, torch.UntypedStorage]] = {}
+        self._dtypes: dict[int, torch.dtype] = {}
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, torch.storage.TypedStorage):
+            storage, dtype = obj._untyped_storage, obj.dtype
+            storage_type: Any = getattr(torch, obj._pickle_storage_type())  # type: ignore[no-untyped-call]
+            numel = obj._size()  # type: ignore[no-untyped-call]
+        elif isinstance(obj, torch.UntypedStorage):
+            storage, dtype = obj, torch.uint8
+            storage_type, numel = torch.UntypedStorage, obj.nbytes()
+        else:
+            return None
+        allocated = storage.device.type != "meta" and storage.data_ptr() != 0
+        if allocated and self._dtypes.setdefault(storage.data_ptr(), dtype) != dtype:
+            raise RuntimeError(
+                "Cannot save multiple tensors or storages that view the same data "
+                "as different types"
+            )
+        key, _ = self.storages.setdefault(storage._cdata, (str(len(self.storages)), storage))
+        location = torch.serialization.location_tag(storage)
+        return ("storage", storage_type, key, location, numel)
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_file(pickled: bytes) -> bytes:
+    """The whole torch file of a pickle that names no storage."""
+    buffer = io.BytesIO()
+    _write_zip(buffer, pickled, [])
+    return buffer.getvalue()
+
+
+def _write_zip(
+    file: IO[bytes], pickled: bytes, storages: list[tuple[str, torch.UntypedStorage]]
+) -> None:
     writer = _ZipWriter(file, "archive")
     writer.add("data.pkl", pickled)
     for name, data in _FORMAT_RECORDS:
         writer.add(name, data)
     writer.add("byteorder", sys.byteorder.encode())
-    for key, storage in storages.values():
+    for key, storage in storages:
         writer.add(f"data/{key}", _bytes_of(storage))
     writer.add("version", b"3\n")
     writer.add(".data/serialization_id", f"{isal_zlib.crc32(pickled):040d}".encode())
     writer.finish()
-    return pickled
 
 
 def _bytes_of(storage: torch.UntypedStorage) -> memoryview:
