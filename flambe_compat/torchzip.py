@@ -38,6 +38,7 @@ import pickle
 import struct
 import sys
 import zipfile
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -221,9 +222,17 @@ _DOS_DATE = (1 << 5) | 1  # 1980-01-01: zip's first date
 MAX_ZIP_BYTES = (1 << 32) - (1 << 24)
 """Files this writer keeps below (no ZIP64 records); larger payloads go to `torch.save`."""
 _FORMAT_RECORDS = ((".format_version", b"1"), (".storage_alignment", b"64"))
+_DATA_DESCRIPTOR = 1 << 3
+"""The flag of a record whose CRC and sizes follow its bytes."""
+_DESCRIPTOR = struct.Struct("<4sIII")
+_DESCRIPTOR_MAGIC = b"PK\x07\x08"
+_DEFERRED_CRC_BYTES = 1 << 20
+"""Records at least this large have their CRC computed while they are written."""
 
 
-def save_zip(value: Any, file: IO[bytes], pickle_protocol: int = 2) -> bytes | None:
+def save_zip(
+    value: Any, file: IO[bytes], pickle_protocol: int = 2, executor: Executor | None = None
+) -> bytes | None:
     """Write `value` to `file` as `torch.save(value, file, pickle, pickle_protocol)` would,
     in one sequential pass; returns the pickle (`data.pkl`), or `None`, having written
     nothing, for a value whose tensors do not fit in `MAX_ZIP_BYTES`.
@@ -231,7 +240,8 @@ def save_zip(value: Any, file: IO[bytes], pickle_protocol: int = 2) -> bytes | N
     The pickle is made with the standard `pickle` and torch's own reductions of tensors;
     storages on other devices are copied to the CPU and keep their location, as torch's.
     The file depends on the pickle and the tensor bytes only (no random id), so a value
-    without tensors (most stashes) is built once and its bytes reused.
+    without tensors (most stashes) is built once and its bytes reused. With `executor`,
+    the CRC of large records is computed there while they are written.
     """
     buffer = io.BytesIO()
     pickler = _StoragePickler(buffer, protocol=pickle_protocol)
@@ -243,7 +253,7 @@ def save_zip(value: Any, file: IO[bytes], pickle_protocol: int = 2) -> bytes | N
         return pickled
     if sum(storage.nbytes() for _, storage in storages) >= MAX_ZIP_BYTES:
         return None
-    _write_zip(file, pickled, storages)
+    _write_zip(file, pickled, storages, executor)
     return pickled
 
 
@@ -285,9 +295,12 @@ def _plain_file(pickled: bytes) -> bytes:
 
 
 def _write_zip(
-    file: IO[bytes], pickled: bytes, storages: list[tuple[str, torch.UntypedStorage]]
+    file: IO[bytes],
+    pickled: bytes,
+    storages: list[tuple[str, torch.UntypedStorage]],
+    executor: Executor | None = None,
 ) -> None:
-    writer = _ZipWriter(file, "archive")
+    writer = _ZipWriter(file, "archive", executor)
     writer.add("data.pkl", pickled)
     for name, data in _FORMAT_RECORDS:
         writer.add(name, data)
@@ -310,19 +323,25 @@ def _bytes_of(storage: torch.UntypedStorage) -> memoryview:
 
 
 class _ZipWriter:
-    """A zip file of stored records written front to back: each local header (with its
-    CRC and sizes, so no data descriptor is needed), then the central directory."""
+    """A zip file of stored records written front to back, then its central directory.
 
-    def __init__(self, file: IO[bytes], prefix: str) -> None:
+    A small record's local header carries its CRC and sizes. A large one's CRC is
+    computed on `executor` (when given) while its bytes are written, so its header
+    defers them to a data descriptor after the bytes (general purpose flag bit 3), as
+    zip allows and torch's reader and `zipfile` read.
+    """
+
+    def __init__(self, file: IO[bytes], prefix: str, executor: Executor | None = None) -> None:
         self._file = file
         self._prefix = prefix
+        self._executor = executor
         self._offset = 0
         self._central: list[bytes] = []
 
     def add(self, name: str, data: bytes | memoryview) -> None:
         encoded = f"{self._prefix}/{name}".encode()
-        crc = isal_zlib.crc32(data)
         size = len(data)
+        executor = self._executor if size >= _DEFERRED_CRC_BYTES else None
         start = self._offset + _LOCAL_HEADER.size + len(encoded)
         padding = -start % _ALIGNMENT
         if 0 < padding < 4:  # an extra field needs 4 bytes of its own header
@@ -330,17 +349,23 @@ class _ZipWriter:
         extra = (
             _PADDING_FIELD + struct.pack("<H", padding - 4) + bytes(padding - 4) if padding else b""
         )
-        header = _LOCAL_HEADER.pack(
-            _LOCAL_MAGIC, _STORED_VERSION, 0, 0, 0, _DOS_DATE, crc, size, size,
-            len(encoded), len(extra),
-        )  # fmt: skip
+        offset = self._offset
+        if executor is not None:
+            crc_of_data = executor.submit(isal_zlib.crc32, data)
+            self._write(_local_header(_DATA_DESCRIPTOR, 0, 0, encoded, extra))
+            self._write(data)
+            crc = crc_of_data.result()
+            self._write(_DESCRIPTOR.pack(_DESCRIPTOR_MAGIC, crc, size, size))
+        else:
+            crc = isal_zlib.crc32(data)
+            self._write(_local_header(0, crc, size, encoded, extra))
+            self._write(data)
+        flags = 0 if executor is None else _DATA_DESCRIPTOR
         central = _CENTRAL_HEADER.pack(
-            b"PK\x01\x02", _STORED_VERSION, _STORED_VERSION, 0, 0, 0, _DOS_DATE, crc, size,
-            size, len(encoded), 0, 0, 0, 0, 0, self._offset,
+            b"PK\x01\x02", _STORED_VERSION, _STORED_VERSION, flags, 0, 0, _DOS_DATE, crc,
+            size, size, len(encoded), 0, 0, 0, 0, 0, offset,
         )  # fmt: skip
         self._central.append(central + encoded)
-        self._write(header + encoded + extra)
-        self._write(data)
 
     def finish(self) -> None:
         directory = b"".join(self._central)
@@ -353,3 +378,11 @@ class _ZipWriter:
     def _write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
         self._offset += len(data)
+
+
+def _local_header(flags: int, crc: int, size: int, encoded: bytes, extra: bytes) -> bytes:
+    fields = _LOCAL_HEADER.pack(
+        _LOCAL_MAGIC, _STORED_VERSION, flags, 0, 0, _DOS_DATE, crc, size, size,
+        len(encoded), len(extra),
+    )  # fmt: skip
+    return fields + encoded + extra

@@ -247,7 +247,7 @@ def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> Writt
     """
     written = Written()
     scanned: set[bytes] = set()  # the pickles of empty stashes are all alike
-    with ThreadPoolExecutor(max_workers=1) as hasher:
+    with ThreadPoolExecutor(max_workers=2) as hasher:  # a tensor's sha256 and its CRC
         for node_path, node in _traverse_all_nodes(save_tree):
             files, pickles = _write_node(node_path, node, root, encoding, hasher)
             written.files.update(files)
@@ -289,7 +289,7 @@ def _write_node(
     pickles = []
     for value, name in payloads:
         with HashedFile(folder / name, hasher) as hashed:
-            pickled = save_zip(value, cast(IO[bytes], hashed), encoding.pickle_protocol)
+            pickled = save_zip(value, cast(IO[bytes], hashed), encoding.pickle_protocol, hasher)
             if pickled is None:  # too large for a plain zip file: torch writes ZIP64
                 kept = _KeptPickle(encoding.pickle_module)
                 torch.save(value, cast(IO[bytes], hashed), kept, encoding.pickle_protocol)

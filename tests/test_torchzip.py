@@ -7,6 +7,7 @@ import io
 import pickle
 import zipfile
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -188,12 +189,17 @@ def written(value: Any) -> bytes:
 
 
 @pytest.mark.parametrize("mmap", [False, True])
-def test_torch_loads_what_it_writes(mmap: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("deferred_crc", [False, True])
+def test_torch_loads_what_it_writes(mmap: bool, deferred_crc: bool, tmp_path: Path) -> None:
     state = sample()
+    state["large"] = torch.randn(1 << 19)  # 2 MiB: its CRC may follow its bytes
     path = tmp_path / "state.pt"
-    path.write_bytes(written(state))
+    with ThreadPoolExecutor(1) as executor, path.open("wb") as file:
+        save_zip(state, file, executor=executor if deferred_crc else None)
+    assert zipfile.ZipFile(path).testzip() is None
     loaded = torch.load(path, weights_only=True, mmap=mmap)
     assert_same(loaded, state)
+    assert_same(load_zip(path, UNPICKLER, mmap=mmap), state)
     assert (
         loaded["view"].untyped_storage().data_ptr() == loaded["base"].untyped_storage().data_ptr()
     )
