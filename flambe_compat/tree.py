@@ -107,10 +107,11 @@ def _folders(prefix: str, directories: Iterable[str], flambe_defect: bool) -> li
 
 
 def _convert_to_tree(metadata: Mapping[str, Any]) -> SaveTreeNode:
-    """An empty save tree with one node per prefix of `_flambe_directories`."""
+    """An empty save tree with one node per prefix of `_flambe_directories`, children in
+    the order of their prefixes (as the reader orders folders)."""
     directories = metadata[FLAMBE_DIRECTORIES_KEY]
     tree = _new_node(metadata[""])
-    for prefix in sorted(directories, key=lambda p: p.count(STATE_DICT_DELIMETER)):
+    for prefix in sorted(directories, key=lambda p: (p.count(STATE_DICT_DELIMETER), p)):
         if prefix == "":
             continue
         node, walked = tree, []
