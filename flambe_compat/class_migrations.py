@@ -37,7 +37,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .errors import LoadError
-from .layout import FLAMBE_DIRECTORIES_KEY
+from .layout import KEEP_VARS_KEY
 from .state import State
 from .tree import SaveTreeNode, state_to_tree, tree_to_state
 
@@ -103,13 +103,17 @@ class ClassMigrations:
         the version given (or `LoadError`); without, every class moves as far as it can.
         """
         tree = state_to_tree(state)
-        migrated = self._migrate_node(tree, targets)
+        migrated = self.apply_tree(tree, targets)
         if migrated is tree:
             return state
-        return tree_to_state(migrated, state._metadata.get(FLAMBE_DIRECTORIES_KEY))
+        return tree_to_state(migrated, state._metadata.get(KEEP_VARS_KEY))
 
-    def _migrate_node(self, node: SaveTreeNode, targets: Mapping[str, str] | None) -> SaveTreeNode:
-        children = {name: self._migrate_node(c, targets) for name, c in node.children.items()}
+    def apply_tree(
+        self, node: SaveTreeNode, targets: Mapping[str, str] | None = None
+    ) -> SaveTreeNode:
+        """`apply` on a save tree (what loads and upgrades call): the tree below `node`,
+        with new nodes where a Component moved; `node` itself when none did."""
+        children = {name: self.apply_tree(c, targets) for name, c in node.children.items()}
         steps: list[ClassStep] = []
         if targets is None or node.class_name in targets:
             until = None if targets is None else targets[node.class_name]

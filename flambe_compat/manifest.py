@@ -29,18 +29,18 @@ from typing import Any
 import torch
 
 from .layout import (
-    KEEP_VARS_KEY,
     MANIFEST_FILE_NAME,
     PICKLE_HEADER_KEY,
     STATE_DICT_DELIMETER,
 )
 from .layout import PROTOCOL_2 as PROTOCOL_2
+from .revisions import Revision
 from .state import State
 from .tree import SaveTreeNode, _traverse_all_nodes
 from .unpickle import allowed_globals
 
 FORMAT = "flambe-compat"
-REVISION = "2.0"
+REVISION: Revision = "2.0"
 
 
 def header(original_revision: str | None = None) -> dict[str, Any]:
@@ -60,13 +60,14 @@ def header(original_revision: str | None = None) -> dict[str, Any]:
 
 def build_manifest(
     tree: SaveTreeNode,
+    keep_vars: bool | None,
     files: Mapping[str, tuple[int, str]],
     named_globals: Iterable[str],
     original_revision: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest of a save folder written from `tree`, given by its writer: every file
-    but the manifest (POSIX path -> size and sha256, as written) and the globals its
-    payloads' pickles name (`payload.scan_pickle`).
+    """The manifest of a save folder written from `tree` (saved with `keep_vars`), given
+    by its writer: every file but the manifest (POSIX path -> size and sha256, as
+    written) and the globals its payloads' pickles name (`payload.scan_pickle`).
 
     Nodes are listed by folder path, so parents come first and the order is stable.
     """
@@ -77,7 +78,7 @@ def build_manifest(
     unsafe = unsafe_globals(named_globals)
     return {
         **header(original_revision),
-        "keep_vars": bool(getattr(tree.state, "_metadata", {}).get(KEEP_VARS_KEY, False)),
+        "keep_vars": bool(keep_vars),
         "directories": sorted(node["prefix"] for node in nodes),
         "nodes": nodes,
         "files": [

@@ -11,7 +11,7 @@ validation found, with the description the decoder reuses), then the decoded `Ar
 >>> report.valid, report.protocol, report.revision, report.nodes
 (True, 1, '1.0', ['', 'counter', 'model', 'model.inner'])
 >>> archive = load("fixtures/flambe-corpus/0.4.3-legacy/counter-dir")
->>> archive.revision, archive.original_revision, dict(archive.state)
+>>> archive.revision, archive.original_revision, dict(archive.state())
 ('2.0', '1.0', {'count': 5, 'label': 'steps'})
 """
 

@@ -1,5 +1,5 @@
-"""Decoding a validated archive into a save tree, then an `Archive` (whose `State` the API
-hands out).
+"""Decoding a validated archive into its save tree, held by an `Archive` (whose `State` the
+API builds at its edge).
 
 Validation has already judged the archive's structure and read its files: this module
 decodes what the description holds (texts, payloads read whole) and reads the rest of
@@ -13,13 +13,14 @@ still fails becomes a `LoadError` naming the file.
 >>> from flambe_compat.unpickle import Trust
 >>> with inspected("fixtures/flambe-corpus/0.4.18-zip/counter-dir") as inspection:
 ...     archive = read_archive(inspection, Decoder(Trust()))
->>> dict(archive.state), archive.revision
+>>> dict(archive.state()), archive.revision
 ({'label': 'steps', 'count': 5}, '1.4')
 """
 
 from __future__ import annotations
 
 import pickle
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,6 +32,7 @@ from .integrity import state_from_payload
 from .layout import (
     CONFIG_FILE_NAME,
     FLAMBE_DIRECTORIES_KEY,
+    KEEP_VARS_KEY,
     PROTOCOL_2,
     REQUIREMENTS_FILE_NAME,
     SOURCE_FILE_NAME,
@@ -40,7 +42,7 @@ from .layout import (
 from .payload import PayloadFile
 from .repair import repaired
 from .state import State
-from .tree import SaveTreeNode, tree_to_state
+from .tree import TREE_METADATA_KEYS, SaveTreeNode, renamed_folders
 from .unpickle import Trust, UnsafeGlobalError, torch_load, unpickle
 
 if TYPE_CHECKING:
@@ -52,35 +54,38 @@ T = TypeVar("T")
 def read_archive(inspection: Inspection, decoder: Decoder) -> Archive:
     """The decoded `Archive` of an archive that validation found valid.
 
-    Protocol 2 payloads read from disk are memory-mapped (`torch.load(mmap=True)`):
-    tensor bytes are read when used, not up front. Keys flambe 0.4.5 - 0.4.11 saved wrong
-    are given back as the objects had them (`flambe_compat.repair`).
+    A pickle's `State` is split into its tree here. Protocol 2 payloads read from disk
+    are memory-mapped (`torch.load(mmap=True)`): tensor bytes are read when used, not up
+    front. Keys flambe 0.4.5 - 0.4.11 saved wrong are given back as the objects had them
+    (`flambe_compat.repair`).
     """
     description, detection = inspection.description, inspection.detection
     if description is None or detection.revision is None:
         raise LoadError(f"{inspection.opened.source}: no revision was detected")
     mmap = detection.protocol == PROTOCOL_2
-    requirements = None
+    original_revision = inspection.original_revision if mmap else None
     if description.pickle is not None:
         state = _read_pickle(description.pickle, decoder, mmap)
-    else:
-        tree = _read_tree(description.nodes, decoder, mmap)
-        recorded = getattr(tree.state, "_metadata", {}).get(FLAMBE_DIRECTORIES_KEY)
-        directories = set(recorded) if isinstance(recorded, (set, frozenset, list)) else None
-        state = tree_to_state(tree, directories)
-        root = description.nodes[0]
-        requirements = root.texts.get(REQUIREMENTS_FILE_NAME)
-        if requirements is None and REQUIREMENTS_FILE_NAME in root.folder.files:
-            requirements = _read_text(root.folder.path / REQUIREMENTS_FILE_NAME)
-    return repaired(
-        Archive(
-            state=state,
-            revision=detection.revision,
-            layout=detection.layout,
-            requirements=requirements,
-            original_revision=inspection.original_revision if mmap else None,
+        return Archive.of_state(
+            state, detection.revision, detection.layout, original_revision=original_revision
         )
+    tree, recorded = _tree_and_its_metadata(_read_tree(description.nodes, decoder, mmap))
+    directories = recorded.get(FLAMBE_DIRECTORIES_KEY)
+    if isinstance(directories, (set, frozenset, list)):
+        tree = renamed_folders(tree, directories)
+    root = description.nodes[0]
+    requirements = root.texts.get(REQUIREMENTS_FILE_NAME)
+    if requirements is None and REQUIREMENTS_FILE_NAME in root.folder.files:
+        requirements = _read_text(root.folder.path / REQUIREMENTS_FILE_NAME)
+    archive = Archive(
+        tree,
+        detection.revision,
+        detection.layout,
+        requirements,
+        original_revision,
+        keep_vars=recorded.get(KEEP_VARS_KEY),
     )
+    return repaired(archive)
 
 
 @dataclass
@@ -132,6 +137,20 @@ def _read_pickle(summary: PayloadSummary, decoder: Decoder, mmap: bool) -> State
     state = State(value)
     state._metadata = value._metadata  # type: ignore[attr-defined]
     return state
+
+
+def _tree_and_its_metadata(tree: SaveTreeNode) -> tuple[SaveTreeNode, dict[str, Any]]:
+    """The tree without, and the entries of, what its root's `_metadata` records about
+    the whole tree (revision 1.3 on; see `tree.tree_metadata`)."""
+    metadata = getattr(tree.state, "_metadata", None)
+    if not isinstance(metadata, Mapping) or not any(k in metadata for k in TREE_METADATA_KEYS):
+        return tree, {}
+    state: dict[str, Any] = OrderedDict(tree.state)
+    state._metadata = {  # type: ignore[attr-defined]
+        key: value for key, value in metadata.items() if key not in TREE_METADATA_KEYS
+    }
+    recorded = {key: metadata[key] for key in TREE_METADATA_KEYS if key in metadata}
+    return tree._replace(state=state), recorded
 
 
 def _read_tree(nodes: list[NodeSummary], decoder: Decoder, mmap: bool) -> SaveTreeNode:

@@ -1,4 +1,4 @@
-"""Repairs of what flambe's writers got wrong, on a decoded archive.
+"""Repairs of what flambe's writers got wrong, on a decoded archive's save tree.
 
 flambe 0.4.5 - 0.4.11 (format revisions 1.1 and 1.2) saved a Component held in a
 container of another one (`blocks.0`, a `ModuleList` item) with wrong keys: its writer
@@ -7,29 +7,32 @@ Component's prefix. So `blocks.0/state.pt` holds `0.linear.weight` for `blocks.0
 and a Component below it gets the folder `blocks.0/0.inner` (not `inner`). flambe's reader
 joins folder names and keys: `blocks.0.0.linear.weight`, which its `load()` silently skipped.
 
-`repaired` gives back the keys the objects had when they were saved. It acts only on the
-folder archives of revisions 1.1 and 1.2, and only when every folder name and every key
-has the exact shape that writer produced (each part it repeated is the part it should
-have skipped); an archive that shows anything else is returned unchanged.
+`repaired` gives back the keys (and folder names) the objects had when they were saved,
+renaming them in the nodes that hold them. It acts only on the folder archives of
+revisions 1.1 and 1.2, and only when every folder name and every key has the exact shape
+that writer produced (each part it repeated is the part it should have skipped); an
+archive that shows anything else is returned unchanged.
 
+>>> from flambe_compat.state import State
 >>> from flambe_compat.tree import node_metadata
 >>> read = State({"blocks.0.0.linear.weight": 1, "out.bias": 2})
 >>> read._metadata = {"_flambe_directories": {"", "blocks.0"},
 ...     "": node_metadata("Tower"), "blocks.0": node_metadata("Block")}
->>> fixed = repaired(Archive(read, revision="1.2", layout="folder")).state
+>>> fixed = repaired(Archive.of_state(read, revision="1.2", layout="folder")).state()
 >>> list(fixed), sorted(fixed._metadata["_flambe_directories"])
-(['blocks.0.linear.weight', 'out.bias'], ['', 'blocks.0'])
+(['out.bias', 'blocks.0.linear.weight'], ['', 'blocks.0'])
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .archive import Archive
-from .layout import FLAMBE_DIRECTORIES_KEY, STATE_DICT_DELIMETER
-from .state import State
+from .layout import STATE_DICT_DELIMETER
+from .tree import SaveTreeNode, _traverse_all_nodes
 
 _DEFECTIVE_REVISIONS = ("1.1", "1.2")
 
@@ -44,39 +47,42 @@ def repaired(archive: Archive) -> Archive:
     """`archive` with the keys its objects had, when its writer saved them wrong."""
     if archive.layout != "folder" or archive.revision not in _DEFECTIVE_REVISIONS:
         return archive
+    folders = (name for _, node in _traverse_all_nodes(archive.tree) for name in node.children)
+    if all(len(_parts(name)) == 1 for name in folders):
+        return archive  # every Component one part below the previous one: nothing was shifted
     try:
-        state = _container_keys_repaired(archive.state)
+        tree = _repaired_node(archive.tree, [], ())
     except _NotTheDefect:
         return archive
-    return archive if state is None else dataclasses.replace(archive, state=state)
+    return dataclasses.replace(archive, tree=tree)
 
 
-def _container_keys_repaired(state: State) -> State | None:
-    """The State with true keys; None when no key was shifted."""
-    directories = state._metadata.get(FLAMBE_DIRECTORIES_KEY)
-    if not isinstance(directories, (set, frozenset, list)) or "" not in directories:
-        raise _NotTheDefect
-    folders = {_parts(prefix): _folder_chain(_parts(prefix), directories) for prefix in directories}
-    if all(len(name) == 1 for chain in folders.values() for name in chain):
-        return None  # every Component one part below the previous one: nothing was shifted
-    prefixes = {prefix: _true_prefix(chain) for prefix, chain in folders.items()}
-
-    def rename(key: str) -> str:
-        parts = _parts(key)
-        if parts in prefixes:
-            return _join(prefixes[parts])
-        return _join(_true_key(parts, folders, prefixes))
-
-    fixed = State((rename(key), value) for key, value in state.items())
-    fixed._metadata = OrderedDict(
-        (key, {rename(p) for p in directories})
-        if key == FLAMBE_DIRECTORIES_KEY
-        else (rename(key), value)
-        for key, value in state._metadata.items()
+def _repaired_node(node: SaveTreeNode, chain: list[Parts], true: Parts) -> SaveTreeNode:
+    """The node at the folder names `chain` (as read), whose true prefix is `true`, with
+    true keys and its children's true folder names."""
+    children = {}
+    for name, child in node.children.items():
+        child_chain = [*chain, _parts(name)]
+        child_true = _true_prefix(child_chain)
+        children[_join(child_true[len(true) :])] = _repaired_node(child, child_chain, child_true)
+    if len(children) != len(node.children):
+        raise _NotTheDefect  # two folders would become one
+    # the writer repeated the node's true prefix from the part of its depth in every key
+    repeated = true[len(chain) :]
+    state: dict[str, Any] = OrderedDict(
+        (_unrepeated(key, repeated), value) for key, value in node.state.items()
     )
-    if len(fixed) != len(state) or len(fixed._metadata) != len(state._metadata):
+    metadata = getattr(node.state, "_metadata", None)
+    if metadata is not None:
+        state._metadata = {  # type: ignore[attr-defined]
+            key and _unrepeated(key, repeated): value  # "" is the node's own entry
+            for key, value in metadata.items()
+        }
+        if len(state._metadata) != len(metadata):  # type: ignore[attr-defined]
+            raise _NotTheDefect
+    if len(state) != len(node.state):
         raise _NotTheDefect  # two keys would become one
-    return fixed
+    return node._replace(state=state, children=children)
 
 
 def _parts(key: str) -> Parts:
@@ -85,14 +91,6 @@ def _parts(key: str) -> Parts:
 
 def _join(parts: Sequence[str]) -> str:
     return STATE_DICT_DELIMETER.join(parts)
-
-
-def _folder_chain(prefix: Parts, directories: Iterable[str]) -> list[Parts]:
-    """The folder names (as read) from the root to the node at `prefix`."""
-    ends = sorted(
-        len(_parts(d)) for d in directories if d and _parts(d) == prefix[: len(_parts(d))]
-    )
-    return [prefix[start:end] for start, end in zip([0, *ends], ends, strict=False)]
 
 
 def _true_prefix(chain: Sequence[Parts]) -> Parts:
@@ -106,12 +104,9 @@ def _true_prefix(chain: Sequence[Parts]) -> Parts:
     return true
 
 
-def _true_key(key: Parts, folders: dict[Parts, list[Parts]], prefixes: dict[Parts, Parts]) -> Parts:
-    """The true key of `key` (as read): the writer repeated its node's prefix from part depth."""
-    owner = max((p for p in folders if key[: len(p)] == p and len(key) > len(p)), key=len)
-    true = prefixes[owner]
-    repeated = true[len(folders[owner]) :]
-    relative = key[len(owner) :]
-    if relative[: len(repeated)] != repeated or len(relative) <= len(repeated):
+def _unrepeated(key: str, repeated: Parts) -> str:
+    """A key relative to its node (as read) without the part of the prefix it repeats."""
+    parts = _parts(key)
+    if parts[: len(repeated)] != repeated or len(parts) <= len(repeated):
         raise _NotTheDefect
-    return true + relative[len(repeated) :]
+    return _join(parts[len(repeated) :])

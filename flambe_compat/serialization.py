@@ -14,6 +14,7 @@ with checked member names, every bad archive raises `LoadError`, and saves are a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -165,7 +166,7 @@ def load_state_from_file(
     those registered with `flambe_compat.register_class_migration`).
     """
     with fetched(path) as local:
-        state = load_archive(
+        archive = load_archive(
             local,
             trust=Trust.of(allow_globals, trusted),
             strict=strict,
@@ -173,10 +174,13 @@ def load_state_from_file(
             pickle_module=pickle_module,
             map_location=map_location,
             **pickle_load_args,
-        ).state
+        )
     if class_versions:
-        state = (class_migrations or default_class_migrations).apply(state, class_versions)
-    return state
+        migrations = class_migrations or default_class_migrations
+        archive = dataclasses.replace(
+            archive, tree=migrations.apply_tree(archive.tree, class_versions)
+        )
+    return archive.state()
 
 
 def load(

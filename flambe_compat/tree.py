@@ -1,18 +1,24 @@
 """The save tree: one `SaveTreeNode` per Component, as the directory format lays it out.
 
 A flat `State` becomes a tree whose nodes hold their own keys relative to the node
-(`state_to_tree`), and back (`tree_to_state`). The private helpers keep the names
-and signatures of `flambe.compile.serialization`, with one fix: folder names below a
-dotted folder are computed correctly (flambe wrote `a/plain.b/b.plain.c` for the
-Component at `a.plain.b.plain.c`; we write `a/plain.b/plain.c`, which flambe's
-reader maps back to the right prefix).
+(`state_to_tree`), and back (`tree_to_state`). The nodes hold what is theirs; what the
+root's `_metadata` records about the whole tree (`tree_metadata`: the Component
+prefixes, `keep_vars`) is not kept in the tree but given to `tree_to_state` and the
+writers. The private helpers keep the names and signatures of
+`flambe.compile.serialization`, with one fix: folder names below a dotted folder are
+computed correctly (flambe wrote `a/plain.b/b.plain.c` for the Component at
+`a.plain.b.plain.c`; we write `a/plain.b/plain.c`, which flambe's reader maps back to
+the right prefix, and `renamed_folders` renames a tree read from flambe's folders).
 
 >>> s = State({"counter.count": 1}); s._metadata = {
 ...     "_flambe_directories": {"", "counter"}, "keep_vars": False,
 ...     "": node_metadata("Wrapper"), "counter": node_metadata("Counter")}
 >>> tree = state_to_tree(s)
->>> sorted(tree.children), dict(tree.children["counter"].state)
-(['counter'], {'count': 1})
+>>> sorted(tree.children), dict(tree.children["counter"].state), sorted(prefixes(tree))
+(['counter'], {'count': 1}, ['', 'counter'])
+>>> back = tree_to_state(tree, keep_vars=False)
+>>> dict(back), back._metadata["keep_vars"], back._metadata["counter"]["_flambe_class"]
+({'counter.count': 1}, False, 'Counter')
 """
 
 from __future__ import annotations
@@ -29,14 +35,22 @@ from .layout import (
     FLAMBE_DIRECTORIES_KEY,
     FLAMBE_SOURCE_KEY,
     FLAMBE_STASH_KEY,
+    KEEP_VARS_KEY,
     STATE_DICT_DELIMETER,
     VERSION_KEY,
 )
 from .state import State
 
+TREE_METADATA_KEYS = (FLAMBE_DIRECTORIES_KEY, KEEP_VARS_KEY)
+"""The entries of a root `_metadata` about the whole tree (see `tree_metadata`)."""
+
 
 class SaveTreeNode(NamedTuple):
-    """Tree representation corresponding to the directory save format."""
+    """Tree representation corresponding to the directory save format.
+
+    `state._metadata`, when present, holds torch's per-module metadata relative to the
+    node (the node's own under `""`); the node's fields are its flambe metadata.
+    """
 
     state: dict[str, Any]
     version: str
@@ -107,10 +121,11 @@ def _folders(prefix: str, directories: Iterable[str], flambe_defect: bool) -> li
 
 
 def _convert_to_tree(metadata: Mapping[str, Any]) -> SaveTreeNode:
-    """An empty save tree with one node per prefix of `_flambe_directories`."""
+    """An empty save tree with one node per prefix of `_flambe_directories`, children in
+    the order of their prefixes (as the reader orders folders)."""
     directories = metadata[FLAMBE_DIRECTORIES_KEY]
     tree = _new_node(metadata[""])
-    for prefix in sorted(directories, key=lambda p: p.count(STATE_DICT_DELIMETER)):
+    for prefix in sorted(directories, key=lambda p: (p.count(STATE_DICT_DELIMETER), p)):
         if prefix == "":
             continue
         node, walked = tree, []
@@ -192,50 +207,119 @@ def traverse(nested: Mapping[str, Any], path: list[str] | None = None) -> Iterat
             yield path, key, value
 
 
+class FlatOrder(NamedTuple):
+    """The order of a flat `State`'s keys and of its `_metadata`'s, which a save tree
+    loses: a pickle of a `State` keeps it (see `tree_to_state`)."""
+
+    keys: tuple[str, ...]
+    metadata: tuple[str, ...]
+
+    @classmethod
+    def of(cls, state: State) -> FlatOrder:
+        return cls(tuple(state), tuple(state._metadata))
+
+
 def state_to_tree(state: State) -> SaveTreeNode:
-    """Split a flat `State` into its save tree (keys and metadata relative to each node)."""
+    """Split a flat `State` into its save tree (keys and metadata relative to each node).
+
+    The entries about the whole tree (`TREE_METADATA_KEYS`) are left out.
+    """
     save_tree = _convert_to_tree(state._metadata)
     for key, value in state.items():
         _update_save_tree(save_tree, key.split(STATE_DICT_DELIMETER), value)
     for key, value in state._metadata.items():
-        _update_save_tree_metadata(save_tree, key.split(STATE_DICT_DELIMETER), value)
+        if key not in TREE_METADATA_KEYS:
+            _update_save_tree_metadata(save_tree, key.split(STATE_DICT_DELIMETER), value)
     return save_tree
 
 
-def tree_to_state(save_tree: SaveTreeNode, directories: Iterable[str] | None = None) -> State:
-    """Flatten a save tree back into a `State`.
+def tree_to_state(
+    save_tree: SaveTreeNode, keep_vars: bool | None = None, order: FlatOrder | None = None
+) -> State:
+    """Flatten a save tree back into a `State`, its `_metadata` led by `tree_metadata`.
 
-    Each node's `state._metadata` entries (torch's per-module metadata, relative to the
-    node) are prefixed like its keys; the node's own flambe metadata is merged into the
-    entry of its prefix. `directories` maps folder paths to prefixes when they are known
-    (archives from flambe 0.4.12 on record them); otherwise folder paths give them.
+    Each node's `payload_metadata` entries are prefixed like its keys (its own under its
+    prefix). With `order`, the keys and metadata it lists come first, in its order.
     """
-    known = set(directories) if directories is not None else None
     state = State()
-    state._metadata = OrderedDict()
-    found: set[str] = set()
+    state._metadata = OrderedDict(tree_metadata(save_tree, keep_vars))
     for path, node in _traverse_all_nodes(save_tree):
-        prefix = _node_prefix(path, known)
+        prefix = STATE_DICT_DELIMETER.join(path)
         dotted = prefix + STATE_DICT_DELIMETER if prefix else ""
         for key, value in node.state.items():
             state[dotted + key] = value
-        for key, value in getattr(node.state, "_metadata", {}).items():
-            target = prefix if key == "" else dotted + key
-            state._metadata[target] = value
-        entry = dict(state._metadata.get(prefix, {}))
-        entry.update(node_metadata(node.class_name, node.version, node.source_code, node.config))
-        if node.object_stash:
-            entry[FLAMBE_STASH_KEY] = node.object_stash
-        state._metadata[prefix] = entry
-        found.add(prefix)
-    state._metadata[FLAMBE_DIRECTORIES_KEY] = found
-    return state
+        for key, value in payload_metadata(node).items():
+            state._metadata[prefix if key == "" else dotted + key] = value
+    if order is None:
+        return state
+    ordered = State(_in_order(state, order.keys))
+    ordered._metadata = OrderedDict(_in_order(state._metadata, order.metadata))
+    return ordered
 
 
-def _node_prefix(path: Sequence[str], directories: set[str] | None) -> str:
+def _in_order(items: Mapping[str, Any], order: Sequence[str]) -> list[tuple[str, Any]]:
+    """The items listed in `order` in its order, then the others as they come."""
+    rank = {key: i for i, key in enumerate(order)}
+    return sorted(items.items(), key=lambda item: rank.get(item[0], len(rank)))
+
+
+def prefixes(save_tree: SaveTreeNode) -> set[str]:
+    """The Component prefixes of the tree (`_flambe_directories`)."""
+    return {STATE_DICT_DELIMETER.join(path) for path, _ in _traverse_all_nodes(save_tree)}
+
+
+def tree_metadata(save_tree: SaveTreeNode, keep_vars: bool | None) -> dict[str, Any]:
+    """What the root's `_metadata` records about the whole tree from flambe 0.4.12 on:
+    the Component prefixes and, when known, the `keep_vars` of the `get_state()` call."""
+    metadata: dict[str, Any] = {FLAMBE_DIRECTORIES_KEY: prefixes(save_tree)}
+    if keep_vars is not None:
+        metadata[KEEP_VARS_KEY] = keep_vars
+    return metadata
+
+
+def payload_metadata(node: SaveTreeNode) -> dict[str, Any]:
+    """The node's `_metadata` as its `state.pt` records it (revision 1.3 on): torch's
+    entries, the one under `""` merged with the node's flambe metadata."""
+    metadata = dict(getattr(node.state, "_metadata", {}))
+    entry = dict(metadata.get("", {}))
+    entry.update(node_metadata(node.class_name, node.version, node.source_code, node.config))
+    if node.object_stash:
+        entry[FLAMBE_STASH_KEY] = node.object_stash
+    metadata[""] = entry
+    return metadata
+
+
+def node_payload(node: SaveTreeNode, tree_metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The node's `state.pt` from revision 1.3 on: its state, with a `_metadata` of
+    `tree_metadata` (the root's; empty for other nodes) and `payload_metadata`."""
+    payload: dict[str, Any] = OrderedDict(node.state)
+    payload._metadata = {**tree_metadata, **payload_metadata(node)}  # type: ignore[attr-defined]
+    return payload
+
+
+def renamed_folders(save_tree: SaveTreeNode, directories: Iterable[str]) -> SaveTreeNode:
+    """A tree read from folders, its folders named as `component_folders` names them.
+
+    `directories` (recorded from flambe 0.4.12 on) tells which prefix a folder path
+    written by flambe's writer stands for; then the folder paths join into the prefixes.
+    """
+    known = set(directories)
+
+    def renamed(node: SaveTreeNode, path: list[str]) -> SaveTreeNode:
+        children = {}
+        for name, child in node.children.items():
+            prefix = _node_prefix([*path, name], known)
+            folder = component_folders(prefix, known)[-1] if prefix in known else name
+            children[folder] = renamed(child, [*path, name])
+        return node._replace(children=children)
+
+    return renamed(save_tree, [])
+
+
+def _node_prefix(path: Sequence[str], directories: set[str]) -> str:
     """The prefix of the node at folder `path`, undoing flambe's naming defect if needed."""
     plain = STATE_DICT_DELIMETER.join(path)
-    if directories is None or plain in directories:
+    if plain in directories:
         return plain
     for prefix in directories:
         if flambe_component_folders(prefix, directories) == list(path):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,16 +39,14 @@ from .integrity import MANIFEST_SCHEMA, PICKLE_SCHEMA
 from .layout import (
     COMPRESSED_SUFFIX,
     CONFIG_FILE_NAME,
-    FLAMBE_DIRECTORIES_KEY,
-    KEEP_VARS_KEY,
     PICKLE_SUFFIX,
     PROTOCOL_VERSION_FILE_NAME,
     REQUIREMENTS_FILE_NAME,
     SOURCE_FILE_NAME,
     STASH_FILE_NAME,
+    STATE_DICT_DELIMETER,
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
-    VERSION_KEY,
 )
 from .listing import Folder
 from .migrate import LATEST, Migration, plan, run
@@ -59,9 +57,8 @@ from .problems import Problem
 from .publish import exchange_keeping_backup, staging
 from .revisions import info, pickle_schema
 from .schema import schema_problems
-from .state import State
 from .store import fetched, is_url, shown, staged
-from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
+from .tree import SaveTreeNode, _traverse_all_nodes, node_payload, tree_metadata
 from .unpickle import Trust
 from .validate import validate_description
 
@@ -138,9 +135,9 @@ def upgrade(
         container = inspection.opened.container
     upgraded = run(decoded, to, step_problems=step_problems, on_step=on_step)
     if class_migrations is not None:
-        state = class_migrations.apply(upgraded.state)
-        result.classes = _moved_classes(upgraded.state, state)
-        upgraded = dataclasses.replace(upgraded, state=state)
+        tree = class_migrations.apply_tree(upgraded.tree)
+        result.classes = _moved_classes(upgraded.tree, tree)
+        upgraded = dataclasses.replace(upgraded, tree=tree)
     if destination is None and not steps and not result.classes:
         return result  # already there: nothing is rewritten, no backup is made
     compress = container == "tar.gz"
@@ -188,15 +185,15 @@ def _base_name(target: Path, compress: bool, pickle_only: bool) -> str:
     return name
 
 
-def _moved_classes(before: State, after: State) -> dict[str, str]:
-    moved = {}
-    for prefix, entry in after._metadata.items():
-        old = before._metadata.get(prefix)
-        if isinstance(entry, Mapping) and isinstance(old, Mapping):
-            version = entry.get(VERSION_KEY)
-            if version is not None and version != old.get(VERSION_KEY):
-                moved[prefix] = str(version)
-    return moved
+def _moved_classes(before: SaveTreeNode, after: SaveTreeNode) -> dict[str, str]:
+    """Prefix -> new version of the nodes whose version changed (same tree shape)."""
+    return {
+        STATE_DICT_DELIMETER.join(path): new.version
+        for (path, old), (_, new) in zip(
+            _traverse_all_nodes(before), _traverse_all_nodes(after), strict=True
+        )
+        if new.version != old.version
+    }
 
 
 def step_problems(archive: Archive) -> list[Problem]:
@@ -205,41 +202,31 @@ def step_problems(archive: Archive) -> list[Problem]:
 
     Raises what the writer would raise for what it cannot encode.
     """
-    from .manifest import header, manifest_node
+    from .manifest import build_manifest
 
     if archive.layout == "pickle":
         return _pickle_problems(archive)
-    tree = state_to_tree(archive.state)
     if archive.revision == LATEST:
-        metadata = archive.state._metadata
-        manifest = {
-            **header(archive.original_revision),
-            "keep_vars": bool(metadata.get(KEEP_VARS_KEY, False)),
-            "directories": sorted(metadata.get(FLAMBE_DIRECTORIES_KEY, [])),
-            "nodes": [
-                manifest_node(path, node)
-                for path, node in sorted(_traverse_all_nodes(tree), key=lambda item: item[0])
-            ],
-            "files": [],
-            "trusted_decoding_required": False,
-            "unsafe_globals": [],
-        }
+        manifest = build_manifest(
+            archive.tree, archive.keep_vars, {}, (), archive.original_revision
+        )
         return schema_problems(manifest, MANIFEST_SCHEMA)
-    description = _expected_description(archive, tree)
+    description = _expected_description(archive)
     return validate_description(description, trust=Trust(trusted=True)).problems
 
 
 def _pickle_problems(archive: Archive) -> list[Problem]:
     from .manifest import pickle_payload
 
+    state = archive.state()  # what the pickle writer flattens the tree into
     if archive.revision == LATEST:
-        payload = pickle_payload(archive.state, archive.original_revision)
+        payload = pickle_payload(state, archive.original_revision)
         view = {
             key: dict.fromkeys(part) if key == "state" else jsonable(part)
             for key, part in payload.items()
         }
         return schema_problems(view, PICKLE_SCHEMA)
-    state = _payload_summary(_in_memory("archive.pkl"), archive.state, "pickle", True)
+    summary = _payload_summary(_in_memory("archive.pkl"), state, "pickle", True)
     document = {
         "layout": "pickle",
         "container": "pickle",
@@ -247,19 +234,20 @@ def _pickle_problems(archive: Archive) -> list[Problem]:
         "protocol": 1,
         "revision": archive.revision,
         "file": {"name": "archive.pkl", "size": 1},
-        "state": state.as_json(),
+        "state": summary.as_json(),
     }
     return schema_problems(document, pickle_schema(1))
 
 
-def _expected_description(archive: Archive, tree: SaveTreeNode) -> Description:
+def _expected_description(archive: Archive) -> Description:
     """The description of `archive` as its revision's folder writer lays it out: every
     file it writes (payloads are never empty), the texts, the payloads' contents."""
     row = info(archive.revision)
     source = _in_memory("archive")
     formats: dict[str, Any] = {}
     nodes = []
-    for path, node in _traverse_all_nodes(tree):
+    metadata = tree_metadata(archive.tree, archive.keep_vars)
+    for path, node in _traverse_all_nodes(archive.tree):
         relative = "/".join(path)
         texts = {
             VERSION_FILE_NAME: f"{node.class_name}:{node.version}",
@@ -275,9 +263,8 @@ def _expected_description(archive: Archive, tree: SaveTreeNode) -> Description:
             relative, source / relative, dict(sorted(files.items())), (), tuple(node.children)
         )
         stash_format = "zip" if row.torch_stash else "pickle"
-        state = _payload_summary(
-            folder.path / STATE_FILE_NAME, node.state, "zip", row.node_metadata
-        )
+        payload = node_payload(node, {} if path else metadata)
+        state = _payload_summary(folder.path / STATE_FILE_NAME, payload, "zip", row.node_metadata)
         stash = _payload_summary(
             folder.path / STASH_FILE_NAME, node.object_stash, stash_format, False
         )

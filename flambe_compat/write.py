@@ -23,7 +23,7 @@ import functools
 import importlib.metadata
 import pickle
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import IO, Any, cast
 import dill
 import torch
 
-from .archive import Archive
+from .archive import Archive, Layout
 from .compress import write_tar_gz
 from .hashing import HashedFile, write_hashed
 from .layout import (
@@ -52,10 +52,10 @@ from .manifest import PROTOCOL_2, build_manifest, pickle_payload, write_manifest
 from .manifest import REVISION as REVISION_2
 from .payload import scan_pickle
 from .publish import check_target, publish, staging
-from .revisions import info
+from .revisions import FLAMBE_READABLE, Revision, info
 from .state import State
 from .torchzip import save_zip
-from .tree import SaveTreeNode, _traverse_all_nodes, state_to_tree
+from .tree import SaveTreeNode, _traverse_all_nodes, node_payload, tree_metadata
 from .unpickle import LEGACY_STATE
 
 
@@ -112,16 +112,9 @@ def write_protocol1(
     pickle_protocol: int = DEFAULT_PROTOCOL,
 ) -> Path:
     """Write `state` as flambe 0.4.18 would (revision 1.4); returns the archive's path."""
-
-    def build(inner: Path) -> None:
-        if pickle_only:
-            with inner.open("wb") as file:
-                dump_legacy_pickle(state, file, pickle_module, pickle_protocol)
-        else:
-            encoding = Encoding(pickle_module=pickle_module, pickle_protocol=pickle_protocol)
-            _write_folder(state_to_tree(state), inner, encoding)
-
-    return _write_archive(path, compress, pickle_only, overwrite, build)
+    archive = Archive.of_state(state, FLAMBE_READABLE, "pickle" if pickle_only else "folder")
+    encoding = Encoding(pickle_module=pickle_module, pickle_protocol=pickle_protocol)
+    return write_archive(archive, path, compress, overwrite, encoding)
 
 
 def write_protocol2(
@@ -130,7 +123,7 @@ def write_protocol2(
     compress: bool = False,
     pickle_only: bool = False,
     overwrite: bool = False,
-    original_revision: str | None = None,
+    original_revision: Revision | None = None,
     requirements_text: str | None = None,
 ) -> Path:
     """Write `state` in protocol 2; returns the archive's path.
@@ -149,48 +142,53 @@ def write_protocol2(
     >>> (saved / "manifest.json").is_file(), (saved / "protocol_version.txt").read_text()
     (True, '2')
     """
-
-    def build(inner: Path) -> None:
-        if pickle_only:
-            payload = pickle_payload(state, original_revision)
-            torch.save(payload, inner, pickle, DEFAULT_PROTOCOL)
-        else:
-            tree = state_to_tree(state)
-            written = _write_folder(tree, inner, encoding_for(REVISION_2), requirements_text)
-            manifest = build_manifest(tree, written.files, written.named_globals, original_revision)
-            write_manifest(inner, manifest)
-
-    return _write_archive(path, compress, pickle_only, overwrite, build)
+    layout: Layout = "pickle" if pickle_only else "folder"
+    archive = Archive.of_state(state, REVISION_2, layout, requirements_text, original_revision)
+    return write_archive(archive, path, compress, overwrite)
 
 
 def write_archive(
-    archive: Archive, path: str | Path, compress: bool = False, overwrite: bool = False
+    archive: Archive,
+    path: str | Path,
+    compress: bool = False,
+    overwrite: bool = False,
+    encoding: Encoding | None = None,
 ) -> Path:
     """Write a decoded `Archive` in its own revision, keeping its `requirements.txt`.
 
     Revisions 1.0 - 1.3 are written as flambe's releases of the time wrote them (the
     migration chain checks each step this way); tarballs always name members from the
-    basename, as 1.2 on do.
+    basename, as 1.2 on do. `encoding` overrides the revision's (`encoding_for`).
     """
+    encoding = encoding or encoding_for(archive.revision)
     pickle_only = archive.layout == "pickle"
-    if archive.revision == REVISION_2:
-        return write_protocol2(
-            archive.state,
-            path,
-            compress,
-            pickle_only,
-            overwrite,
-            archive.original_revision,
-            archive.requirements,
-        )
-    if pickle_only:
-        return write_protocol1(archive.state, path, compress, True, overwrite)
 
     def build(inner: Path) -> None:
-        tree = state_to_tree(archive.state)
-        _write_folder(tree, inner, encoding_for(archive.revision), archive.requirements)
+        if pickle_only:
+            _write_pickle(archive, inner, encoding)
+            return
+        written = _write_folder(archive, inner, encoding)
+        if encoding.protocol == PROTOCOL_2:
+            manifest = build_manifest(
+                archive.tree,
+                archive.keep_vars,
+                written.files,
+                written.named_globals,
+                archive.original_revision,
+            )
+            write_manifest(inner, manifest)
 
-    return _write_archive(path, compress, False, overwrite, build)
+    return _write_archive(path, compress, pickle_only, overwrite, build)
+
+
+def _write_pickle(archive: Archive, path: Path, encoding: Encoding) -> None:
+    """The one file of a pickle-only archive: the only writer of a flat `State`."""
+    state = archive.state()
+    if encoding.protocol == PROTOCOL_2:
+        torch.save(pickle_payload(state, archive.original_revision), path, pickle, DEFAULT_PROTOCOL)
+    else:
+        with path.open("wb") as file:
+            dump_legacy_pickle(state, file, encoding.pickle_module, encoding.pickle_protocol)
 
 
 def _write_archive(
@@ -215,13 +213,12 @@ def _write_archive(
     return target
 
 
-def _write_folder(
-    save_tree: SaveTreeNode, root: Path, encoding: Encoding, requirements_text: str | None = None
-) -> Written:
+def _write_folder(archive: Archive, root: Path, encoding: Encoding) -> Written:
     """The folder tree and `requirements.txt`; returns what was written (see `Written`)."""
-    written = write_tree(save_tree, root, encoding)
+    metadata = tree_metadata(archive.tree, archive.keep_vars)
+    written = write_tree(archive.tree, root, encoding, metadata)
     if encoding.requirements:
-        text = requirements() if requirements_text is None else requirements_text
+        text = requirements() if archive.requirements is None else archive.requirements
         written.files[REQUIREMENTS_FILE_NAME] = write_hashed(
             root / REQUIREMENTS_FILE_NAME, text.encode("utf-8")
         )
@@ -237,8 +234,11 @@ class Written:
     named_globals: set[str] = field(default_factory=set)
 
 
-def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> Written:
-    """One folder per node with flambe's six files, encoded as `encoding` says.
+def write_tree(
+    save_tree: SaveTreeNode, root: Path, encoding: Encoding, metadata: Mapping[str, Any]
+) -> Written:
+    """One folder per node with flambe's six files, encoded as `encoding` says; the
+    root's `state.pt` records the tree's `metadata` (`tree.tree_metadata`) from 1.3 on.
 
     For protocol 2 every file is hashed from the bytes being written (large chunks on a
     helper thread, see `flambe_compat.hashing`) and every payload's pickle is kept for
@@ -249,7 +249,8 @@ def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> Writt
     scanned: set[bytes] = set()  # the pickles of empty stashes are all alike
     with ThreadPoolExecutor(max_workers=2) as hasher:  # a tensor's sha256 and its CRC
         for node_path, node in _traverse_all_nodes(save_tree):
-            files, pickles = _write_node(node_path, node, root, encoding, hasher)
+            own = {} if node_path else metadata
+            files, pickles = _write_node(node_path, node, own, root, encoding, hasher)
             written.files.update(files)
             for data in pickles:
                 if data not in scanned:
@@ -259,14 +260,19 @@ def write_tree(save_tree: SaveTreeNode, root: Path, encoding: Encoding) -> Writt
 
 
 def _write_node(
-    node_path: list[str], node: SaveTreeNode, root: Path, encoding: Encoding, hasher: Executor
+    node_path: list[str],
+    node: SaveTreeNode,
+    metadata: Mapping[str, Any],
+    root: Path,
+    encoding: Encoding,
+    hasher: Executor,
 ) -> tuple[dict[str, tuple[int, str]], list[bytes]]:
-    """One node's folder; returns its files' sizes and digests and its payloads' pickles
-    (both only for protocol 2)."""
+    """One node's folder (`metadata`: the tree's, for the root); returns its files' sizes
+    and digests and its payloads' pickles (both only for protocol 2)."""
     folder = root.joinpath(*node_path)
     folder.mkdir(parents=True, exist_ok=True)
     prefix = "".join(f"{part}/" for part in node_path)
-    state = node.state if encoding.node_metadata else OrderedDict(node.state)
+    state = node_payload(node, metadata) if encoding.node_metadata else OrderedDict(node.state)
     payloads = [(state, STATE_FILE_NAME)]
     if encoding.torch_stash:
         payloads.append((node.object_stash, STASH_FILE_NAME))

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 
 from flambe_compat.archive import Archive
-from flambe_compat.layout import FLAMBE_DIRECTORIES_KEY, KEEP_VARS_KEY
-from flambe_compat.state import State
 
 SOURCE = "1.2"
 TARGET = "1.3"
@@ -19,14 +16,11 @@ def migrate(archive: Archive) -> Archive:
     flambe 0.4.12 started saving each node's `_metadata` (torch's per-module metadata
     merged with the node's flambe metadata) inside its `state.pt`, and the whole tree's
     `_flambe_directories` and `keep_vars` in the root's. Older folders kept node metadata
-    in the text files only, which the reader already turns into metadata entries. What no
-    older folder recorded is `keep_vars`: we set flambe's default, `False`, which every
+    in the text files only, which the reader already puts in the tree's nodes, and the
+    Component prefixes are the tree's own: the writer of 1.3 records both. What no older
+    folder recorded is `keep_vars`: we set flambe's default, `False`, which every
     `get_state()` call in flambe itself used. torch's per-module metadata (`version`) was
     not saved and is not invented.
     """
-    metadata = OrderedDict(archive.state._metadata)
-    metadata.setdefault(FLAMBE_DIRECTORIES_KEY, {""})
-    metadata.setdefault(KEEP_VARS_KEY, False)
-    state = State(archive.state)
-    state._metadata = metadata
-    return dataclasses.replace(archive, state=state, revision="1.3")
+    keep_vars = False if archive.keep_vars is None else archive.keep_vars
+    return dataclasses.replace(archive, keep_vars=keep_vars, revision="1.3")

@@ -25,7 +25,6 @@ from flambe_compat.pipeline import decode as decode_inspection
 from flambe_compat.pipeline import inspected
 from flambe_compat.resources import resource_path
 from flambe_compat.revisions import REVISIONS
-from flambe_compat.state import State
 from flambe_compat.unpickle import Trust
 from flambe_compat.upgrade import step_problems
 from tests.corpus import archives, describe, expected_revision
@@ -43,7 +42,9 @@ def decode(path: Path) -> Archive:
 def summary(archive: Archive) -> dict[str, Any]:
     """Everything an `Archive` holds, comparable with `==`."""
     return {
-        "state": describe(archive.state),
+        "state": describe(archive.state()),
+        "keep_vars": archive.keep_vars,
+        "order": archive.order,
         "revision": archive.revision,
         "layout": archive.layout,
         "requirements": archive.requirements,
@@ -166,7 +167,7 @@ def test_every_corpus_archive_passes_every_step_check(
     latest = run(archive, LATEST, step_problems=step_problems)
     back = run(latest, FLAMBE_READABLE, step_problems=step_problems)
     assert (latest.revision, back.revision) == (LATEST, FLAMBE_READABLE)
-    assert describe(back.state) == describe(latest.state) == describe(run(archive).state)
+    assert describe(back.state()) == describe(latest.state()) == describe(run(archive).state())
 
 
 def replaced(
@@ -180,14 +181,12 @@ def replaced(
     monkeypatch.setattr("flambe_compat.migrate.migrations", lambda: patched)
 
 
-def without_class(archive: Archive, prefix: str) -> Archive:
-    """`archive` at revision 1.3 with the node at `prefix` missing its class name."""
-    state = State(archive.state)
-    state._metadata = dict(archive.state._metadata)
-    state._metadata[prefix] = {
-        k: v for k, v in state._metadata[prefix].items() if k != "_flambe_class"
-    }
-    return dataclasses.replace(archive, state=state, revision="1.3")
+def without_config(archive: Archive, folder: str) -> Archive:
+    """`archive` at revision 1.3 with the child node at `folder` missing its config."""
+    children = dict(archive.tree.children)
+    children[folder] = children[folder]._replace(config=None)
+    tree = archive.tree._replace(children=children)
+    return dataclasses.replace(archive, tree=tree, revision="1.3")
 
 
 @pytest.mark.parametrize(
@@ -197,7 +196,7 @@ def without_class(archive: Archive, prefix: str) -> Archive:
             lambda a: dataclasses.replace(a, revision="1.3"),
             "'keep_vars' is a dependency of '_flambe_directories'",
         ),
-        (lambda a: without_class(a, "counter"), "cannot be written as revision 1.3"),
+        (lambda a: without_config(a, "counter"), "cannot be written as revision 1.3"),
         (lambda a: dataclasses.replace(a, revision="1.4"), "left revision 1.4, not 1.3"),
     ],
     ids=["schema-refuses", "node-metadata-dropped", "wrong-revision"],
@@ -208,7 +207,7 @@ def test_a_broken_step_stops_the_chain(
     broken: Callable[[Archive], Archive],
     message: str,
 ) -> None:
-    """The 1.2 -> 1.3 step forgets `keep_vars`, drops a class, or mislabels its result."""
+    """The 1.2 -> 1.3 step forgets `keep_vars`, drops a config, or mislabels its result."""
     calls: list[Archive] = []
 
     def next_step(archive: Archive) -> Archive:

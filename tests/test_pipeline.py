@@ -121,4 +121,4 @@ def test_the_stages_hand_over_typed_records() -> None:
         ]
         archive = decode(inspection, Trust())
     assert (archive.revision, archive.layout) == ("1.4", "folder")
-    assert sorted(archive.state._metadata["_flambe_directories"]) == validate(SMALL).nodes
+    assert sorted(archive.state()._metadata["_flambe_directories"]) == validate(SMALL).nodes

@@ -52,14 +52,10 @@ def _as_flambe_read_it(true: State) -> State:
 
 
 def test_a_tower_saved_by_0_4_11() -> None:
-    read = _state(["blocks.0.0.linear.weight", "blocks.1.1.norm.bias", "out.weight"], set())
-    read._metadata["_flambe_directories"] = {"", "blocks.0", "blocks.1"}
-    fixed = repaired(Archive(read, revision="1.2", layout="folder")).state
-    assert list(fixed.items()) == [
-        ("blocks.0.linear.weight", 0),
-        ("blocks.1.norm.bias", 1),
-        ("out.weight", 2),
-    ]
+    keys = ["blocks.0.0.linear.weight", "blocks.1.1.norm.bias", "out.weight"]
+    read = _state(keys, {"", "blocks.0", "blocks.1"})
+    fixed = repaired(Archive.of_state(read, revision="1.2", layout="folder")).state()
+    assert dict(fixed) == {"blocks.0.linear.weight": 0, "blocks.1.norm.bias": 1, "out.weight": 2}
 
 
 def test_two_containers_deep() -> None:
@@ -69,34 +65,34 @@ def test_two_containers_deep() -> None:
     )
     read = _as_flambe_read_it(true)
     assert "towers.0.0.blocks.0.blocks.0.linear.weight" in read
-    fixed = repaired(Archive(read, revision="1.1", layout="folder")).state
-    assert list(fixed.items()) == list(true.items())
+    fixed = repaired(Archive.of_state(read, revision="1.1", layout="folder")).state()
+    assert dict(fixed) == dict(true)  # a folder's order is its tree's
     assert fixed._metadata == true._metadata
 
 
 def test_archives_flambe_wrote_right_are_left_alone() -> None:
     read = _state(["blocks.0.0.linear.weight"], {"", "blocks.0"})
     for revision in ("1.0", "1.3", "1.4", "2.0"):
-        archive = Archive(read, revision=revision, layout="folder")
+        archive = Archive.of_state(read, revision=revision, layout="folder")
         assert repaired(archive) is archive
-    pickle = Archive(read, revision="1.1", layout="pickle")
+    pickle = Archive.of_state(read, revision="1.1", layout="pickle")
     assert repaired(pickle) is pickle
 
 
 def test_a_shape_the_defective_writer_could_not_write_is_left_alone() -> None:
     # in `blocks.0` the writer repeated the part `0` before every key
     read = _state(["blocks.0.linear.weight", "blocks.0.0.norm.bias"], {"", "blocks.0"})
-    archive = Archive(read, revision="1.2", layout="folder")
+    archive = Archive.of_state(read, revision="1.2", layout="folder")
     assert repaired(archive) is archive
     # a folder below a dotted one must repeat its parent's last parts
     deeper = _state(["a.0.x.y.w"], {"", "a.0", "a.0.x.y"})
-    archive = Archive(deeper, revision="1.2", layout="folder")
+    archive = Archive.of_state(deeper, revision="1.2", layout="folder")
     assert repaired(archive) is archive
 
 
 def test_single_part_folders_need_nothing() -> None:
     read = _state(["model.inner.w", "model.b"], {"", "model", "model.inner"})
-    archive = Archive(read, revision="1.2", layout="folder")
+    archive = Archive.of_state(read, revision="1.2", layout="folder")
     assert repaired(archive) is archive
 
 
@@ -129,8 +125,8 @@ def _graphs(draw: st.DrawFn) -> State:
 @given(_graphs())
 def test_any_graph_comes_back_as_saved(true: State) -> None:
     read = _as_flambe_read_it(true)
-    fixed = repaired(Archive(read, revision="1.2", layout="folder")).state
-    assert list(fixed.items()) == list(true.items())
+    fixed = repaired(Archive.of_state(read, revision="1.2", layout="folder")).state()
+    assert dict(fixed) == dict(true)  # a folder's order is its tree's
     assert fixed._metadata == true._metadata
 
 

@@ -122,10 +122,12 @@ def test_payloads_load_weights_only_with_mmap_and_hold_each_node(tmp_path: Path,
     nodes = {node["folder"]: node for node in manifest["nodes"]}
     expected = {"/".join(path): node for path, node in _walk(tree)}
     assert sorted(nodes) == sorted(expected)
+    tree_level = {"_flambe_directories": state._metadata["_flambe_directories"], "keep_vars": False}
     for folder, node in expected.items():
         state_pt = torch.load(root / folder / "state.pt", weights_only=True, mmap=True)
         assert_same(state_pt, node.state)
-        assert_same(state_pt._metadata, node.state._metadata)  # as revisions 1.3 and 1.4
+        metadata = {**(tree_level if folder == "" else {}), **node.state._metadata}
+        assert_same(state_pt._metadata, metadata)  # as revisions 1.3 and 1.4
         assert_same(torch.load(root / folder / "stash.pkl", weights_only=True), node.object_stash)
         assert nodes[folder]["keys"] == list(node.state)
     root_metadata = torch.load(root / "state.pt", weights_only=True)._metadata
