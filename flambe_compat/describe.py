@@ -210,8 +210,9 @@ def describe(
 ) -> Description:
     """The description of an opened archive, with the problems met while reading it.
 
-    `folders` (the walk) and `payloads` (the payload files, sniffed) are reused when
-    given; `whole` reads small payloads whole (for a load, which decodes them next).
+    `folders` (the walk) and `payloads` (the payload files, sniffed by `payload_files`
+    with the same `whole`) are reused when given; `whole` reads small payloads whole (for
+    a load, which decodes them next).
     A load under the bare allow-list passes `decode` (which runs nothing peeking would
     not): torch payloads are then described from their decoded value, decoded once; one
     that fails to decode is peeked into instead, so its problems are reported as usual.
@@ -232,11 +233,7 @@ def describe(
     if payloads is None:
         payloads = payload_files(description.folders, whole)
     describer = _NodeDescriber(
-        payloads,
-        description.problems,
-        payload_decode,
-        whole,
-        keep_bytes=detection.protocol == PROTOCOL_2,
+        payloads, description.problems, payload_decode, keep_bytes=detection.protocol == PROTOCOL_2
     )
     description.nodes = [describer.node(folder) for folder in description.folders]
     return description
@@ -259,7 +256,6 @@ class _NodeDescriber:
     payloads: Mapping[str, PayloadFile]
     problems: list[Problem]
     decode: Callable[[PayloadFile], Any] | None
-    whole: bool
     keep_bytes: bool
     """Keep the bytes of payloads read whole for validation (protocol 2 hashes them; its
     tensors share them), instead of dropping them once decoded."""
@@ -288,8 +284,6 @@ class _NodeDescriber:
             if folder.files.get(name, 0) > 0:
                 relative = folder.join(name)
                 payload = self.payloads[relative]
-                if self.whole:
-                    payload = payload.read_whole()
                 # stashes are mostly plain values, which peeking decodes cheaper than torch
                 if name == STATE_FILE_NAME:
                     node.state = self.payload(payload, relative, self.decode)

@@ -19,7 +19,6 @@ nesting limit, the manifest's `unsafe_globals` and detection's `_metadata` test 
 from __future__ import annotations
 
 import _compat_pickle
-import dataclasses
 import io
 import os
 import pickle
@@ -107,17 +106,6 @@ class PayloadFile:
         """The payload's bytes from their start: from memory when read whole."""
         return io.BytesIO(self.data) if self.data is not None else self.path.open("rb")
 
-    def read_whole(self) -> PayloadFile:
-        """This payload read whole, if it is small (else as it is)."""
-        if self.data is not None or self.size > SMALL_PAYLOAD_BYTES:
-            return self
-        try:
-            with self.path.open("rb") as file:
-                data = _read_all(file)
-        except OSError:
-            return self  # whoever decodes it reports why
-        return dataclasses.replace(self, size=len(data), data=data)
-
 
 def _read_all(file: IO[bytes]) -> bytearray:
     """The rest of a buffered file, read once into a buffer of its size."""
@@ -144,6 +132,16 @@ def read_payload_file(path: Path, size: int, whole: bool = False) -> PayloadFile
             return PayloadFile(path, size, payload_format(file.read(HEAD_SIZE)))
     except OSError:
         return PayloadFile(path, size, "unknown")
+
+
+def refuse_inflating_record(name: str, inflated: int, size: int) -> None:
+    """Refuse a zip record that inflates to more than its whole `size`-byte file: only a
+    compressed record can, and torch inflates a record whole into memory (a zip bomb)."""
+    if inflated > size:
+        raise pickle.UnpicklingError(
+            f"zip record {name!r} inflates to {inflated} bytes, more than the whole "
+            f"{size}-byte file (a zip bomb?)"
+        )
 
 
 def pickle_record(archive: zipfile.ZipFile) -> bytes:

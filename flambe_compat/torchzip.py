@@ -38,6 +38,7 @@ import pickle
 import struct
 import sys
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, Any, cast
@@ -45,12 +46,16 @@ from typing import IO, Any, cast
 import torch
 from isal import isal_zlib
 
-from .payload import ZIP_MAGIC, pickle_record
+from .payload import ZIP_MAGIC, pickle_record, refuse_inflating_record
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 """A zip local file header: the data of a record starts after it, its name and extra."""
 _LOCAL_MAGIC = b"PK\x03\x04"
 _CPU = ("cpu", None)
+
+
+StorageLoader = Callable[[torch.dtype, str, int], torch.storage.TypedStorage]
+"""Builds the storage of a record: dtype, record key, number of elements."""
 
 
 class Declined(Exception):
@@ -124,11 +129,7 @@ def _load(
     with zipfile.ZipFile(file) as archive:
         records = {info.filename: info for info in archive.infolist()}
         for info in records.values():
-            if info.file_size > size:  # only a compressed record can: torch inflates it whole
-                raise pickle.UnpicklingError(
-                    f"zip record {info.filename!r} inflates to {info.file_size} bytes, more "
-                    f"than the whole {size}-byte file (a zip bomb?)"
-                )
+            refuse_inflating_record(info.filename, info.file_size, size)
         pickled = pickle_record(archive)  # raises unless exactly one; CRC checked
         prefix = next(n for n in records if n.endswith("/data.pkl")).rpartition("/")[0]
         byteorder = records.get(f"{prefix}/byteorder")
@@ -137,7 +138,6 @@ def _load(
         ):
             file.seek(start)
             raise Declined("TorchScript, or big-endian records")
-    storages: dict[str, torch.storage.TypedStorage] = {}
 
     def storage(dtype: torch.dtype, key: str, numel: int) -> torch.storage.TypedStorage:
         info = records.get(f"{prefix}/data/{key}")
@@ -157,7 +157,29 @@ def _load(
             wrap_storage=untyped, dtype=dtype, _internal=True
         )
 
+    try:
+        reader = _zip_unpickler(unpickler)  # type: ignore[arg-type]  # classes hash by identity
+        value = reader(io.BytesIO(pickled), storage).load()
+    except Declined:
+        file.seek(start)
+        raise
+    torch._utils._validate_loaded_sparse_tensors()  # type: ignore[no-untyped-call]
+    return value
+
+
+@functools.lru_cache(maxsize=64)
+def _zip_unpickler(
+    unpickler: type[pickle.Unpickler],
+) -> Callable[[IO[bytes], StorageLoader], pickle.Unpickler]:
+    """`unpickler` reading a torch zip file's pickle: storage classes stand for their dtype,
+    persistent ids for storages built by the loader it is given (one class per policy)."""
+
     class ZipUnpickler(unpickler):  # type: ignore[valid-type,misc]
+        def __init__(self, file: IO[bytes], storage: StorageLoader) -> None:
+            super().__init__(file)
+            self._storage = storage
+            self._storages: dict[str, torch.storage.TypedStorage] = {}
+
         def find_class(self, module: str, name: str) -> Any:
             if module == "torch" and "Storage" in name:
                 found = _storage_type(name)
@@ -179,17 +201,11 @@ def _load(
                 dtype = storage_type.dtype
             else:
                 raise pickle.UnpicklingError(f"{storage_type!r:.80} is not a storage type")
-            if key not in storages:
-                storages[key] = storage(dtype, key, numel)
-            return storages[key]
+            if key not in self._storages:
+                self._storages[key] = self._storage(dtype, key, numel)
+            return self._storages[key]
 
-    try:
-        value = ZipUnpickler(io.BytesIO(pickled)).load()
-    except Declined:
-        file.seek(start)
-        raise
-    torch._utils._validate_loaded_sparse_tensors()  # type: ignore[no-untyped-call]
-    return value
+    return ZipUnpickler
 
 
 def _data_offset(file: IO[bytes], start: int, info: zipfile.ZipInfo) -> int:

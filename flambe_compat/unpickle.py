@@ -35,7 +35,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .payload import ZIP_MAGIC, pickle_record, python3_name, scan_pickle
+from .payload import (
+    ZIP_MAGIC,
+    pickle_record,
+    python3_name,
+    refuse_inflating_record,
+    scan_pickle,
+)
 from .state import State
 
 LEGACY_STATE = ("flambe.compile.serialization", "State")
@@ -490,7 +496,8 @@ def _check_zip(file: str | os.PathLike[str] | IO[bytes], trust: Trust) -> None:
 
     A TorchScript archive (a `constants.pkl` record) goes to `torch.jit.load`, which runs
     the code it holds: refused unless trusted. A record larger than the whole file can
-    only be compressed, and torch inflates a record whole into memory: a zip bomb.
+    only be compressed, and torch inflates a record whole into memory: a zip bomb. The
+    pickle record must pass its CRC, which torch's reader does not check.
     """
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb") as opened:
@@ -514,11 +521,7 @@ def _check_zip(file: str | os.PathLike[str] | IO[bytes], trust: Trust) -> None:
     if "constants.pkl" in records and not allowed:
         raise UnsafeGlobalError(TORCHSCRIPT_LOADER, "would run the TorchScript code it holds")
     for name in records:
-        if reader.get_record_size(name) > size:
-            raise pickle.UnpicklingError(
-                f"zip record {name!r} inflates to {reader.get_record_size(name)} bytes, "
-                f"more than the whole {size}-byte file (a zip bomb?)"
-            )
+        refuse_inflating_record(name, reader.get_record_size(name), size)
 
 
 def _load_nested_torch_file(trust: Trust, map_location: Any, data: bytes) -> Any:
