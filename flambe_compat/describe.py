@@ -21,16 +21,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import math
 import sys
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .config import config_documents
 from .container import Opened
 from .detect import Detection, payload_files
+from .digest import sha256_ahead
 from .errors import LoadError
 from .layout import (
     CONFIG_FILE_NAME,
@@ -167,6 +169,8 @@ class Description:
     nodes: list[NodeSummary] = field(default_factory=list)
     pickle: PayloadSummary | None = None
     problems: list[Problem] = field(default_factory=list)
+    payload_digests: Future[dict[str, str]] | None = None
+    """The sha256 of a protocol 2 folder's payloads read whole, being computed."""
 
     def payloads(self) -> list[tuple[str, PayloadSummary]]:
         """Every described payload, by path relative to the archive."""
@@ -174,13 +178,15 @@ class Description:
             return [(self.opened.payload.name, self.pickle)]
         return [item for node in self.nodes for item in node.payloads()]
 
-    def contents(self) -> dict[str, bytes | bytearray]:
-        """The files read whole while describing, by path relative to the archive."""
-        found: dict[str, bytes | bytearray] = {
-            path: p.file.data for path, p in self.payloads() if p.file.data is not None
-        }
+    def digests(self) -> dict[str, str]:
+        """The sha256 of the files read whole while describing, by path relative to the
+        archive: the payloads hashed beside the decoding, and the texts."""
+        found = {} if self.payload_digests is None else dict(self.payload_digests.result())
         for node in self.nodes:
-            found.update((node.folder.join(n), t.encode("utf-8")) for n, t in node.texts.items())
+            found.update(
+                (node.folder.join(name), hashlib.sha256(text.encode("utf-8")).hexdigest())
+                for name, text in node.texts.items()
+            )
         return found
 
     def as_json(self) -> dict[str, Any]:
@@ -232,9 +238,12 @@ def describe(
     description.folders = walk(archive.payload) if folders is None else folders
     if payloads is None:
         payloads = payload_files(description.folders, whole)
-    describer = _NodeDescriber(
-        payloads, description.problems, payload_decode, keep_bytes=detection.protocol == PROTOCOL_2
-    )
+    keep_bytes = detection.protocol == PROTOCOL_2
+    if keep_bytes:  # its manifest lists their sha256: hashed while the nodes are decoded
+        description.payload_digests = sha256_ahead(
+            {path: file.data for path, file in payloads.items() if file.data is not None}
+        )
+    describer = _NodeDescriber(payloads, description.problems, payload_decode, keep_bytes)
     description.nodes = [describer.node(folder) for folder in description.folders]
     return description
 
@@ -270,11 +279,11 @@ class _NodeDescriber:
         node = NodeSummary(folder)
         for name in _TEXT_FILES:
             if name in folder.files:
-                text = _read_text(folder.path / name, folder.join(name), problems)
+                text = _read_text(folder, name, problems)
                 if text is not None:
                     node.texts[name] = text
         if not folder.relative and REQUIREMENTS_FILE_NAME in folder.files:
-            text = _read_text(folder.path / REQUIREMENTS_FILE_NAME, REQUIREMENTS_FILE_NAME, [])
+            text = _read_text(folder, REQUIREMENTS_FILE_NAME, [])
             if text is not None:  # kept for the decoder, which reports an unreadable one
                 node.texts[REQUIREMENTS_FILE_NAME] = text
         config = node.texts.get(CONFIG_FILE_NAME)
@@ -408,12 +417,19 @@ def _describe_config(text: str, relative: str, problems: list[Problem]) -> Confi
     return ConfigSummary(documents, empty=not text.strip())
 
 
-def _read_text(path: Path, relative: str, problems: list[Problem]) -> str | None:
+def _read_text(folder: Folder, name: str, problems: list[Problem]) -> str | None:
+    """The text file `name` of `folder`, of the size the walk found (or grown since)."""
+    relative, size = folder.join(name), folder.files[name]
     try:
-        if path.stat().st_size > MAX_TEXT_BYTES:
+        if size <= MAX_TEXT_BYTES:
+            with open(folder.path / name, "rb") as file:
+                data = file.read(size + 1)
+                if len(data) > size:
+                    data += file.read(MAX_TEXT_BYTES + 1 - len(data))
+        if size > MAX_TEXT_BYTES or len(data) > MAX_TEXT_BYTES:
             problems.append(Problem(relative, "text", f"larger than {MAX_TEXT_BYTES} bytes"))
             return None
-        return path.read_bytes().decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         problems.append(
             Problem(relative, "text", f"not UTF-8 text ({error.reason} at byte {error.start})")

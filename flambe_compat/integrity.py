@@ -22,7 +22,6 @@ flambe_compat.errors.LoadError: no/such/folder/manifest.json: missing, ...
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -87,16 +86,17 @@ def check_files(
     manifest: dict[str, Any],
     verify: bool = False,
     folders: list[Folder] | None = None,
-    contents: Mapping[str, bytes | bytearray] | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> list[Problem]:
     """The files of `root` that differ from `manifest`: missing, unlisted, resized, altered.
 
     Sizes are always compared; sha256 for files of at most `HASH_LIMIT` bytes, or for
     every file with `verify=True`. `manifest` must have passed `read_manifest`;
-    `folders` is the walk of `root` and `contents` the files already read (by relative
-    path), when there are. A file that cannot be read at all raises `LoadError` naming it.
+    `folders` is the walk of `root` and `digests` the sha256 of files already read (by
+    relative path), when there are. A file that cannot be read at all raises `LoadError`
+    naming it.
     """
-    contents = contents or {}
+    digests = digests or {}
     try:
         found = listing(walk(root) if folders is None else folders)
         listed = {entry["path"]: entry for entry in manifest["files"]}
@@ -118,7 +118,7 @@ def check_files(
                 problems.append(Problem(path, "manifest-size", message))
             elif verify or size <= HASH_LIMIT:
                 to_hash.append(entry)
-        unread = [entry for entry in to_hash if entry["path"] not in contents]
+        unread = [entry for entry in to_hash if entry["path"] not in digests]
         hashed = dict(
             zip(
                 (entry["path"] for entry in unread),
@@ -126,15 +126,10 @@ def check_files(
                 strict=True,
             )
         )
-        digests = [
-            hashlib.sha256(contents[entry["path"]]).hexdigest()
-            if entry["path"] in contents
-            else hashed[entry["path"]]
-            for entry in to_hash
-        ]
     except OSError as error:
         raise LoadError(f"{error.filename}: cannot be read ({error.strerror})") from None
-    for entry, digest in zip(to_hash, digests, strict=True):
+    for entry in to_hash:
+        digest = digests.get(entry["path"]) or hashed[entry["path"]]
         if digest != entry["sha256"]:
             message = f"sha256 {digest} differs from manifest.json's {entry['sha256']}"
             problems.append(Problem(entry["path"], "manifest-sha256", message))

@@ -25,6 +25,7 @@ import pickle
 import pickletools
 import tarfile
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -147,16 +148,26 @@ def refuse_inflating_record(name: str, inflated: int, size: int) -> None:
 def pickle_record(archive: zipfile.ZipFile) -> bytes:
     """The pickle of a torch zip file: its one `<name>/data.pkl` record, at most
     `MAX_PICKLE_BYTES`; `pickle.UnpicklingError` otherwise."""
-    records = [
-        info
-        for info in archive.infolist()
-        if info.filename.count("/") == 1 and info.filename.endswith("/" + PICKLE_RECORD)
+    infos = archive.infolist()
+    name = pickle_record_name([(info.filename, info.file_size) for info in infos])
+    return archive.read(next(info for info in infos if info.filename == name))
+
+
+def pickle_record_name(records: Iterable[tuple[str, int]]) -> str:
+    """The name of the one `<name>/data.pkl` record among a zip file's records (names and
+    inflated sizes), if it has at most `MAX_PICKLE_BYTES`; `pickle.UnpicklingError` otherwise
+    (two records of that name included)."""
+    found = [
+        (name, size)
+        for name, size in records
+        if name.count("/") == 1 and name.endswith("/" + PICKLE_RECORD)
     ]
-    if len(records) != 1:
+    if len(found) != 1:
         raise pickle.UnpicklingError(f"the zip file has no single {PICKLE_RECORD} record")
-    if records[0].file_size > MAX_PICKLE_BYTES:
+    name, size = found[0]
+    if size > MAX_PICKLE_BYTES:
         raise pickle.UnpicklingError(f"{PICKLE_RECORD} is larger than {MAX_PICKLE_BYTES} bytes")
-    return archive.read(records[0])
+    return name
 
 
 def python3_name(module: str, name: str) -> str:

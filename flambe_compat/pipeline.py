@@ -98,7 +98,6 @@ def inspect(
         return Inspection(archive, detection, report)
     description = describe(archive, detection, folders, payloads, for_decoding, decode)
     validation = validate_description(description, strict=strict, trust=trust, verify=verify)
-    report.document = description.as_json()
     report.problems += validation.problems
     report.nodes = validation.nodes
     report.subtree = validation.subtree

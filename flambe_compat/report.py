@@ -30,8 +30,6 @@ class Report:
     subtree: bool = False
     """A node folder of a saved tree (`checkpoint/model`), which flambe loaded on its own."""
     problems: list[Problem] = field(default_factory=list)
-    document: dict[str, Any] | None = field(default=None, repr=False)
-    """The archive's JSON description (what `inspect --json` prints), once described."""
 
     @property
     def valid(self) -> bool:

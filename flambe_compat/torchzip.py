@@ -40,13 +40,14 @@ import sys
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
 import torch
 from isal import isal_zlib
 
-from .payload import ZIP_MAGIC, pickle_record, refuse_inflating_record
+from .payload import ZIP_MAGIC, pickle_record_name
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 """A zip local file header: the data of a record starts after it, its name and extra."""
@@ -126,33 +127,29 @@ def _load(
     file.seek(start)
     if head != ZIP_MAGIC:
         raise Declined("not a zip file")
-    with zipfile.ZipFile(file) as archive:
-        records = {info.filename: info for info in archive.infolist()}
-        for info in records.values():
-            refuse_inflating_record(info.filename, info.file_size, size)
-        pickled = pickle_record(archive)  # raises unless exactly one; CRC checked
-        prefix = next(n for n in records if n.endswith("/data.pkl")).rpartition("/")[0]
-        byteorder = records.get(f"{prefix}/byteorder")
-        if f"{prefix}/constants.pkl" in records or (
-            byteorder is not None and archive.read(byteorder) != b"little"
-        ):
-            file.seek(start)
-            raise Declined("TorchScript, or big-endian records")
+    records = _directory(file, start, size)
+    pickled, prefix = _pickle_of(file, start, records)
+    byteorder = records.get(f"{prefix}/byteorder")
+    if f"{prefix}/constants.pkl" in records or (
+        byteorder is not None and _read(file, start, byteorder) != b"little"
+    ):
+        file.seek(start)
+        raise Declined("TorchScript, or big-endian records")
 
     def storage(dtype: torch.dtype, key: str, numel: int) -> torch.storage.TypedStorage:
-        info = records.get(f"{prefix}/data/{key}")
-        if info is None:
+        record = records.get(f"{prefix}/data/{key}")
+        if record is None:
             raise pickle.UnpicklingError(f"no record {prefix}/data/{key} for a storage")
         nbytes = numel * dtype.itemsize
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size < nbytes:
-            raise pickle.UnpicklingError(f"record {info.filename} is not {nbytes} stored bytes")
-        offset = start + _data_offset(file, start, info)
+        if record.size < nbytes:
+            raise pickle.UnpicklingError(f"record {record.name} is not {nbytes} stored bytes")
+        offset = start + _data_offset(file, start, record)
+        if offset + nbytes > start + size:
+            raise pickle.UnpicklingError(f"record {record.name} ends past the file")
         if whole is not None:
-            if offset + nbytes > whole.nbytes():
-                raise pickle.UnpicklingError(f"record {info.filename} ends past the file")
             untyped = whole[offset : offset + nbytes]
         else:
-            untyped = _read_record(file, offset, nbytes, info.filename)
+            untyped = _read_record(file, offset, nbytes, record.name)
         return torch.storage.TypedStorage(  # type: ignore[no-untyped-call]
             wrap_storage=untyped, dtype=dtype, _internal=True
         )
@@ -165,6 +162,77 @@ def _load(
         raise
     torch._utils._validate_loaded_sparse_tensors()  # type: ignore[no-untyped-call]
     return value
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A stored record of the zip file, as its central directory lists it."""
+
+    name: str
+    header_offset: int
+    size: int
+    crc: int
+
+
+def _directory(file: IO[bytes], start: int, size: int) -> dict[str, _Record]:
+    """The records of the zip file of `size` bytes at `start`, by name, from its central
+    directory. Only what torch writes below 4 GiB is taken: no comment, no ZIP64, every
+    record stored (not deflated) and unencrypted; `Declined` otherwise (so torch's reader,
+    with its own checks, takes it). `zipfile.BadZipFile` for a broken directory."""
+    if size < _END_OF_CENTRAL_DIRECTORY.size:
+        raise zipfile.BadZipFile("too short for a zip file")
+    file.seek(start + size - _END_OF_CENTRAL_DIRECTORY.size)
+    end = _END_OF_CENTRAL_DIRECTORY.unpack(file.read(_END_OF_CENTRAL_DIRECTORY.size))
+    magic, disk, first_disk, on_disk, count, directory_size, directory_offset, comment = end
+    if magic != b"PK\x05\x06" or comment or _ZIP64_COUNT in (on_disk, count):
+        raise Declined("a zip file with a comment, ZIP64 records or no end record last")
+    if disk or first_disk or on_disk != count:
+        raise zipfile.BadZipFile("a zip file spanning several disks")
+    if directory_offset + directory_size > size - _END_OF_CENTRAL_DIRECTORY.size:
+        raise zipfile.BadZipFile("the central directory lies past the end of the file")
+    file.seek(start + directory_offset)
+    directory = file.read(directory_size)
+    records: dict[str, _Record] = {}
+    at = 0
+    for _ in range(count):
+        fields = directory[at : at + _CENTRAL_HEADER.size]
+        if len(fields) != _CENTRAL_HEADER.size or fields[:4] != b"PK\x01\x02":
+            raise zipfile.BadZipFile("a truncated or broken central directory")
+        (_, _, _, flags, method, _, _, crc, stored, inflated,
+         name_length, extra_length, comment_length, _, _, _, offset,
+         ) = _CENTRAL_HEADER.unpack(fields)  # fmt: skip
+        at += _CENTRAL_HEADER.size
+        encoded = directory[at : at + name_length]
+        at += name_length + extra_length + comment_length
+        if method != zipfile.ZIP_STORED or flags & _ENCRYPTED or _ZIP64_SIZE in (stored, offset):
+            raise Declined("compressed, encrypted or ZIP64 records")
+        if stored != inflated or offset + stored > directory_offset:
+            raise zipfile.BadZipFile(f"record {encoded!r:.80} does not fit in the file")
+        if not encoded.isascii():
+            raise Declined("record names outside ASCII")
+        name = encoded.decode("ascii")
+        if name in records:  # readers disagree on which one counts
+            raise zipfile.BadZipFile(f"two records named {name!r:.80}")
+        records[name] = _Record(name, offset, stored, crc)
+    return records
+
+
+def _pickle_of(file: IO[bytes], start: int, records: dict[str, _Record]) -> tuple[bytes, str]:
+    """The pickle of a torch zip file, its CRC checked (torch's reader checks none), and
+    the prefix of its records."""
+    record = records[pickle_record_name((name, r.size) for name, r in records.items())]
+    pickled = _read(file, start, record)
+    if isal_zlib.crc32(pickled) != record.crc:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {record.name!r}")
+    return pickled, record.name.rpartition("/")[0]
+
+
+def _read(file: IO[bytes], start: int, record: _Record) -> bytes:
+    file.seek(start + _data_offset(file, start, record))
+    data = file.read(record.size)
+    if len(data) != record.size:
+        raise zipfile.BadZipFile(f"record {record.name} ends past the file")
+    return data
 
 
 @functools.lru_cache(maxsize=64)
@@ -208,14 +276,16 @@ def _zip_unpickler(
     return ZipUnpickler
 
 
-def _data_offset(file: IO[bytes], start: int, info: zipfile.ZipInfo) -> int:
+def _data_offset(file: IO[bytes], start: int, record: _Record) -> int:
     """Where a record's bytes start, from its local header (its extra field pads them)."""
-    file.seek(start + info.header_offset)
+    file.seek(start + record.header_offset)
     header = file.read(_LOCAL_HEADER.size)
     if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
-        raise zipfile.BadZipFile(f"bad local header for record {info.filename}")
+        raise zipfile.BadZipFile(f"bad local header for record {record.name}")
     name_length, extra_length = _LOCAL_HEADER.unpack(header)[9:]
-    return int(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+    if file.read(name_length) != record.name.encode("ascii"):
+        raise zipfile.BadZipFile(f"record {record.name} names itself otherwise in its header")
+    return int(record.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
 
 
 def _read_record(file: IO[bytes], offset: int, nbytes: int, name: str) -> torch.UntypedStorage:
@@ -229,6 +299,10 @@ def _read_record(file: IO[bytes], offset: int, nbytes: int, name: str) -> torch.
 
 _CENTRAL_HEADER = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _END_OF_CENTRAL_DIRECTORY = struct.Struct("<4sHHHHIIH")
+_ZIP64_COUNT = 0xFFFF
+_ZIP64_SIZE = 0xFFFFFFFF
+"""Values of the classic zip fields that say the real one is in a ZIP64 record."""
+_ENCRYPTED = 1
 _ALIGNMENT = 64
 """torch's storage alignment: record data starts at a multiple of it, for `mmap`."""
 _PADDING_FIELD = b"FB"

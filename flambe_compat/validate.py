@@ -72,10 +72,10 @@ def validate_description(
     """Every problem of a described archive (those met describing it included)."""
     validation = Validation(problems=list(description.problems))
     problems = validation.problems
-    document = description.as_json()
     if description.detection.protocol == PROTOCOL_2:
         problems += _protocol2_problems(description, validation, verify)
-    else:
+    else:  # protocol 1 describes nothing of itself: its schema judges the description
+        document = description.as_json()
         problems += schema_problems(document, schema_name(document))
     problems += _unsafe_globals(description.payloads(), trust or Trust())
     if description.pickle is not None:
@@ -119,7 +119,7 @@ def _protocol2_problems(
     try:
         validation.manifest = read_manifest(root)
         return check_files(
-            root, validation.manifest, verify, description.folders, description.contents()
+            root, validation.manifest, verify, description.folders, description.digests()
         )
     except LoadError as error:
         return [Problem(MANIFEST_FILE_NAME, "manifest", after_source(error))]
