@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,13 +30,17 @@ _NEW_FILE = (
 PARALLEL_BYTES = 1 << 20
 """Chunks at least this large are hashed on the helper thread, smaller ones inline: a
 thread hand-off costs more than hashing a zip header."""
+DEFERRED_BYTES = 16 << 10
+"""A file's last small writes, gathered, are hashed on the helper thread once there are
+this many bytes: the writer goes on to the next file meanwhile (`sha256` waits)."""
 
 
 class HashedFile:
     """A new binary file (refusing to replace one) that hashes what is written to it.
 
     With `hasher`, chunks of `PARALLEL_BYTES` or more are hashed there while they are
-    written; `write` returns once both are done, so the caller may reuse its buffer.
+    written; `write` returns once both are done, so the caller may reuse its buffer. The
+    last `DEFERRED_BYTES` or more gathered are hashed there after the file is closed.
     """
 
     def __init__(self, path: Path, hasher: Executor | None = None) -> None:
@@ -46,6 +50,7 @@ class HashedFile:
         self._pending = bytearray()
         """Small chunks (zip headers...) gathered for one write and one hash update."""
         self.size = 0
+        self._last: Future[None] | None = None
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
@@ -77,6 +82,9 @@ class HashedFile:
 
     @property
     def sha256(self) -> str:
+        if self._last is not None:
+            self._last.result()
+            self._last = None
         self.flush()
         return self._digest.hexdigest()
 
@@ -90,14 +98,18 @@ class HashedFile:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            if kind is None:
+            if kind is None and self._hasher is not None and len(self._pending) >= DEFERRED_BYTES:
+                last, self._pending = self._pending, bytearray()
+                self._last = self._hasher.submit(self._digest.update, last)
+                self._write(memoryview(last))
+            elif kind is None:
                 self.flush()
         finally:
             os.close(self._descriptor)
 
 
-def write_hashed(path: Path, data: bytes) -> tuple[int, str]:
-    """Write `data` to the new file `path`; returns its size and sha256."""
+def write_hashed(path: Path, data: bytes) -> HashedFile:
+    """Write `data` to the new file `path`; returns the file written (its size, sha256)."""
     with HashedFile(path) as file:
         file.write(data)
-    return file.size, file.sha256
+    return file

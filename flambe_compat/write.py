@@ -219,9 +219,8 @@ def _write_folder(archive: Archive, root: Path, encoding: Encoding) -> Written:
     written = write_tree(archive.tree, root, encoding, metadata)
     if encoding.requirements:
         text = requirements() if archive.requirements is None else archive.requirements
-        written.files[REQUIREMENTS_FILE_NAME] = write_hashed(
-            root / REQUIREMENTS_FILE_NAME, text.encode("utf-8")
-        )
+        file = write_hashed(root / REQUIREMENTS_FILE_NAME, text.encode("utf-8"))
+        written.files[REQUIREMENTS_FILE_NAME] = (file.size, file.sha256)
     return written
 
 
@@ -246,16 +245,18 @@ def write_tree(
     writing several nodes at once fight over the GIL and made saves slower, not faster.
     """
     written = Written()
+    hashed: dict[str, HashedFile] = {}
     scanned: set[bytes] = set()  # the pickles of empty stashes are all alike
     with ThreadPoolExecutor(max_workers=2) as hasher:  # a tensor's sha256 and its CRC
         for node_path, node in _traverse_all_nodes(save_tree):
             own = {} if node_path else metadata
             files, pickles = _write_node(node_path, node, own, root, encoding, hasher)
-            written.files.update(files)
+            hashed.update(files)
             for data in pickles:
                 if data not in scanned:
                     scanned.add(data)
                     written.named_globals |= scan_pickle(data).globals
+        written.files = {path: (file.size, file.sha256) for path, file in hashed.items()}
     return written
 
 
@@ -266,9 +267,9 @@ def _write_node(
     root: Path,
     encoding: Encoding,
     hasher: Executor,
-) -> tuple[dict[str, tuple[int, str]], list[bytes]]:
-    """One node's folder (`metadata`: the tree's, for the root); returns its files' sizes
-    and digests and its payloads' pickles (both only for protocol 2)."""
+) -> tuple[dict[str, HashedFile], list[bytes]]:
+    """One node's folder (`metadata`: the tree's, for the root); returns its files (whose
+    digests may still be being computed) and its payloads' pickles (protocol 2 only)."""
     folder = root.joinpath(*node_path)
     folder.mkdir(parents=True, exist_ok=True)
     prefix = "".join(f"{part}/" for part in node_path)
@@ -291,7 +292,7 @@ def _write_node(
         for name, text in texts.items():
             (folder / name).write_bytes(text.encode("utf-8"))
         return {}, []
-    files: dict[str, tuple[int, str]] = {}
+    files: dict[str, HashedFile] = {}
     pickles = []
     for value, name in payloads:
         with HashedFile(folder / name, hasher) as hashed:
@@ -300,7 +301,7 @@ def _write_node(
                 kept = _KeptPickle(encoding.pickle_module)
                 torch.save(value, cast(IO[bytes], hashed), kept, encoding.pickle_protocol)
                 pickled = kept.data
-        files[prefix + name] = (hashed.size, hashed.sha256)
+        files[prefix + name] = hashed
         pickles.append(pickled)
     for name, text in texts.items():
         files[prefix + name] = write_hashed(folder / name, text.encode("utf-8"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flambe_compat.hashing import PARALLEL_BYTES, HashedFile, write_hashed
+from flambe_compat.hashing import DEFERRED_BYTES, PARALLEL_BYTES, HashedFile, write_hashed
 
 CHUNKS = [b"header", bytes(range(256)) * 9, b"x" * PARALLEL_BYTES, b"", b"tail" * 3]
 
@@ -25,6 +25,16 @@ def test_digest_and_size_match_the_file(tmp_path: Path, threaded: bool) -> None:
     assert (file.size, file.sha256) == (len(data), hashlib.sha256(data).hexdigest())
 
 
+def test_a_large_tail_is_hashed_after_the_file_is_closed(tmp_path: Path) -> None:
+    tail = bytes(range(256)) * (DEFERRED_BYTES // 256)
+    with ThreadPoolExecutor(1) as pool:
+        with HashedFile(tmp_path / "f", pool) as file:
+            file.write(b"x" * PARALLEL_BYTES)
+            file.write(tail)
+        assert (tmp_path / "f").read_bytes()[-len(tail) :] == tail
+        assert file.sha256 == hashlib.sha256(b"x" * PARALLEL_BYTES + tail).hexdigest()
+
+
 def test_torch_save_through_a_hashed_file(tmp_path: Path) -> None:
     value = {"w": torch.arange(PARALLEL_BYTES, dtype=torch.float32), "b": torch.ones(3)}
     path = tmp_path / "state.pt"
@@ -35,7 +45,8 @@ def test_torch_save_through_a_hashed_file(tmp_path: Path) -> None:
 
 
 def test_write_hashed_refuses_an_existing_file(tmp_path: Path) -> None:
-    assert write_hashed(tmp_path / "a", b"abc") == (3, hashlib.sha256(b"abc").hexdigest())
+    file = write_hashed(tmp_path / "a", b"abc")
+    assert (file.size, file.sha256) == (3, hashlib.sha256(b"abc").hexdigest())
     with pytest.raises(FileExistsError):
         write_hashed(tmp_path / "a", b"other")
     assert (tmp_path / "a").read_bytes() == b"abc"
