@@ -109,8 +109,8 @@ def floor_steps(state: Mapping[str, torch.Tensor], folder: Path) -> dict[str, St
     }
 
 
-def peak_ratio(size: int, *command: str) -> float:
-    """Peak RSS growth of `python -m benchmarks.peak_rss COMMAND...` over `size` bytes."""
+def peak_growth(*command: str) -> int:
+    """Peak RSS growth, in bytes, of `python -m benchmarks.peak_rss COMMAND...`."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.peak_rss", *command],
         cwd=REPO,
@@ -119,7 +119,46 @@ def peak_ratio(size: int, *command: str) -> float:
         check=True,
     )
     rss = json.loads(done.stdout)
-    return float(rss["after"] - rss["before"]) * 1024 / size
+    return (rss["after"] - rss["before"]) * 1024
+
+
+def peak_growths(
+    args: argparse.Namespace, compress: bool, state: State, work: Path
+) -> dict[str, tuple[int, int]]:
+    """Peak RSS growth of each save and load (ours, and torch's of the flat file), in one
+    fresh process each: for `state`, and for a state of the same nodes with twice its
+    tensor bytes, which tells the memory per tensor byte from the constant part."""
+    growths: dict[str, list[int]] = {}
+    for size_mb in (args.size_mb, 2 * args.size_mb):
+        one = state if size_mb == args.size_mb else flambe_state(size_mb, args.nodes)
+        sized = argparse.Namespace(**{**vars(args), "size_mb": size_mb})
+        base, flat = work / f"rss-{size_mb}", work / f"rss-{size_mb}.pt"
+        archive = archive_path(base, compress, False)
+        protocol = {} if args.protocol is None else {"protocol": args.protocol}
+        save_state_to_file(one, base, compress=compress, **protocol)
+        torch.save(dict(one), flat)
+        measured = {
+            "save": ("save", "flambe_compat", str(archive), *state_flags(sized, compress)),
+            "load": ("load", "flambe_compat", str(archive)),
+            "torch_save": ("save", "torch", str(flat), *state_flags(sized, False)),
+            "torch_load": ("load", "torch", str(flat)),
+        }
+        for step, command in measured.items():
+            growths.setdefault(step, []).append(peak_growth(*command))
+        remove(archive)
+        flat.unlink()
+    return {step: (one, two) for step, (one, two) in growths.items()}
+
+
+def memory_line(doing: str, growth: tuple[int, int], size: int) -> str:
+    """The peak RSS growth over the tensor bytes, then split into the part per tensor
+    byte (from the state of twice the bytes) and the constant part."""
+    per_byte = (growth[1] - growth[0]) / size
+    constant = growth[0] - per_byte * size
+    return (
+        f"{doing} {growth[0] / size:.2f} x the tensor bytes = "
+        f"{per_byte:.2f} per tensor byte + {constant / MIB:.1f} MiB"
+    )
 
 
 def state_flags(args: argparse.Namespace, compress: bool) -> list[str]:
@@ -168,15 +207,8 @@ def run_benchmark(name: str, args: argparse.Namespace, compress: bool = False) -
             flat,
         )
         times = best_times(repeats, {**steps, **floor_steps(state, work / "floor")})
-        peaks = {
-            "save": peak_ratio(
-                size, "save", "flambe_compat", str(archive), *state_flags(args, compress)
-            ),
-            "load": peak_ratio(size, "load", "flambe_compat", str(archive)),
-            "torch_save": peak_ratio(size, "save", "torch", str(flat), *state_flags(args, False)),
-            "torch_load": peak_ratio(size, "load", "torch", str(flat)),
-        }
         remove(archive)
+        peaks = peak_growths(args, compress, state, work)
         flambe = None if args.no_flambe else flambe_times(state, flat, work, compress, repeats)
     container = "tar.gz" if compress else "folder"
     written = "default protocol" if args.protocol is None else f"protocol {args.protocol}"
@@ -187,10 +219,9 @@ def run_benchmark(name: str, args: argparse.Namespace, compress: bool = False) -
         label, base = f"floor {step} ratio", f"torch_{step}"
         print(step_line(label, times, f"floor_{step}", base, "floor", yardstick))
     for step, doing in (("save", "saving"), ("load", "loading")):
-        print(
-            f"peak RSS while {doing} / tensor bytes: {peaks[step]:.2f} "
-            f"({STEPS[step]} of the flat file: {peaks['torch_' + step]:.2f})"
-        )
+        ours = memory_line(f"peak RSS while {doing}:", peaks[step], size)
+        theirs = memory_line(f"{STEPS[step]} of the flat file", peaks[f"torch_{step}"], size)
+        print(f"{ours} ({theirs})")
     if flambe is None:
         print("flambe 0.4.18: not timed (--no-flambe, or the oracle is not installed)")
         return

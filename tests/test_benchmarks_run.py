@@ -20,8 +20,8 @@ RATIOS = (
     "load ratio",
     "floor save ratio",
     "floor load ratio",
-    "peak RSS while saving / tensor bytes",
-    "peak RSS while loading / tensor bytes",
+    "peak RSS while saving",
+    "peak RSS while loading",
 )
 SAVE_LOAD = ("bench_compress", "bench_large", "bench_many_nodes")
 OTHER_RATIOS = {
