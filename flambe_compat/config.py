@@ -15,6 +15,8 @@ ValueError: not valid YAML: ...
 
 from __future__ import annotations
 
+import functools
+
 import yaml
 
 MAX_CONFIG_CHARACTERS = 1 << 20
@@ -26,6 +28,21 @@ def config_documents(text: str) -> int:
     """How many YAML documents `text` holds; `ValueError` when it is not YAML or too large."""
     if len(text) > MAX_CONFIG_CHARACTERS:
         raise ValueError(f"larger than {MAX_CONFIG_CHARACTERS} characters, not read")
+    if len(text) <= _SHARED_CONFIG_CHARACTERS:
+        return _small_config_documents(text)
+    return _documents(text)
+
+
+_SHARED_CONFIG_CHARACTERS = 1024
+"""Configs this short are parsed once per text: a model's layers often share theirs."""
+
+
+@functools.lru_cache(maxsize=256)
+def _small_config_documents(text: str) -> int:
+    return _documents(text)
+
+
+def _documents(text: str) -> int:
     try:
         events = yaml.parse(text, Loader=_Loader)
         return sum(isinstance(event, yaml.DocumentStartEvent) for event in events)

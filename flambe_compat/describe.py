@@ -45,7 +45,7 @@ from .layout import (
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
 )
-from .listing import Folder, walk
+from .listing import Folder, read_whole, walk
 from .payload import PayloadFile, PayloadFormat, read_payload_file
 from .peek import Opaque, Peeked, PeekError, TensorInfo, peek
 from .problems import Problem
@@ -421,12 +421,10 @@ def _read_text(folder: Folder, name: str, problems: list[Problem]) -> str | None
     """The text file `name` of `folder`, of the size the walk found (or grown since)."""
     relative, size = folder.join(name), folder.files[name]
     try:
-        if size <= MAX_TEXT_BYTES:
-            with open(folder.path / name, "rb") as file:
-                data = file.read(size + 1)
-                if len(data) > size:
-                    data += file.read(MAX_TEXT_BYTES + 1 - len(data))
-        if size > MAX_TEXT_BYTES or len(data) > MAX_TEXT_BYTES:
+        data = (
+            None if size > MAX_TEXT_BYTES else read_whole(folder.path / name, size, MAX_TEXT_BYTES)
+        )
+        if data is None or len(data) > MAX_TEXT_BYTES:
             problems.append(Problem(relative, "text", f"larger than {MAX_TEXT_BYTES} bytes"))
             return None
         return data.decode("utf-8")

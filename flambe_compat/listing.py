@@ -72,6 +72,28 @@ def walk(root: Path) -> list[Folder]:
     return folders
 
 
+_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def read_whole(path: Path, size: int, limit: int) -> bytearray:
+    """The bytes of the regular file at `path`, which the walk found `size` bytes long:
+    one read of `size` + 1 bytes when it is unchanged, and never more than `limit` + 1
+    bytes (so the caller sees a file grown past its limit). `OSError` if unreadable.
+    """
+    descriptor = os.open(path, _READ)
+    try:
+        data = bytearray(min(size, limit) + 1)
+        count = os.readv(descriptor, [data])
+        if count < len(data):
+            del data[count:]
+        else:  # grown since the walk
+            while len(data) <= limit and (more := os.read(descriptor, limit + 1 - len(data))):
+                data += more
+        return data
+    finally:
+        os.close(descriptor)
+
+
 def listing(folders: list[Folder]) -> dict[str, int | None]:
     """Every entry of a walk but folders, by sorted path: its size, `None` if it is not a
     regular file."""

@@ -19,16 +19,19 @@ nesting limit, the manifest's `unsafe_globals` and detection's `_metadata` test 
 from __future__ import annotations
 
 import _compat_pickle
+import functools
 import io
-import os
 import pickle
 import pickletools
+import sys
 import tarfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
+
+from .listing import read_whole
 
 PayloadFormat = Literal["zip", "legacy", "pickle", "unknown"]
 
@@ -108,17 +111,6 @@ class PayloadFile:
         return io.BytesIO(self.data) if self.data is not None else self.path.open("rb")
 
 
-def _read_all(file: IO[bytes]) -> bytearray:
-    """The rest of a buffered file, read once into a buffer of its size."""
-    data = bytearray(os.fstat(file.fileno()).st_size - file.tell() + 1)
-    count = file.readinto(data)  # type: ignore[attr-defined]
-    if count == len(data):
-        data += file.read()  # it grew meanwhile
-    else:
-        del data[count:]
-    return data
-
-
 def read_payload_file(path: Path, size: int, whole: bool = False) -> PayloadFile:
     """Sniff the payload at `path` (of `size` bytes); with `whole`, read it whole if it is
     small (for a load: peeking and decoding then share the bytes).
@@ -126,10 +118,10 @@ def read_payload_file(path: Path, size: int, whole: bool = False) -> PayloadFile
     An unreadable file is sniffed as `unknown`: whoever decodes it reports why.
     """
     try:
+        if whole and size <= SMALL_PAYLOAD_BYTES:
+            data = read_whole(path, size, sys.maxsize)
+            return PayloadFile(path, len(data), payload_format(data[:HEAD_SIZE]), data)
         with path.open("rb") as file:
-            if whole and size <= SMALL_PAYLOAD_BYTES:
-                data = _read_all(file)
-                return PayloadFile(path, len(data), payload_format(data[:HEAD_SIZE]), data)
             return PayloadFile(path, size, payload_format(file.read(HEAD_SIZE)))
     except OSError:
         return PayloadFile(path, size, "unknown")
@@ -170,6 +162,7 @@ def pickle_record_name(records: Iterable[tuple[str, int]]) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=1024)
 def python3_name(module: str, name: str) -> str:
     """`module.name` as Python 3 spells it (protocol 2 pickles may say `__builtin__.set`)."""
     if (module, name) in _compat_pickle.NAME_MAPPING:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flambe_compat.errors import LoadError
-from flambe_compat.listing import MAX_FOLDER_DEPTH, listing, walk
+from flambe_compat.listing import MAX_FOLDER_DEPTH, listing, read_whole, walk
 
 
 def test_folders_are_parents_first_and_sorted(tmp_path: Path) -> None:
@@ -44,3 +44,13 @@ def test_deep_trees_are_refused(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     with pytest.raises(LoadError, match="deeper than"):
         walk(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "walked_size, limit, expected",
+    [(5, 100, b"hello"), (2, 100, b"hello"), (9, 100, b"hello"), (5, 3, b"hell")],
+    ids=["unchanged", "grown", "shrunk", "past-the-limit"],
+)
+def test_read_whole(tmp_path: Path, walked_size: int, limit: int, expected: bytes) -> None:
+    (tmp_path / "f").write_bytes(b"hello")
+    assert read_whole(tmp_path / "f", walked_size, limit) == expected
