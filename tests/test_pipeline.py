@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -59,8 +60,16 @@ def count_opens(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
             opens[str(Path(file).resolve())] += 1
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def counting_descriptor(file: Any, *args: Any, **kwargs: Any) -> int:
+        if isinstance(file, (str, Path)):
+            opens[str(Path(file).resolve())] += 1
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(io, "open", counting)
     monkeypatch.setattr(builtins, "open", counting)
+    monkeypatch.setattr(os, "open", counting_descriptor)
     return opens
 
 
