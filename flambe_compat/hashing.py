@@ -39,8 +39,11 @@ class HashedFile:
     """A new binary file (refusing to replace one) that hashes what is written to it.
 
     With `hasher`, chunks of `PARALLEL_BYTES` or more are hashed there while they are
-    written; `write` returns once both are done, so the caller may reuse its buffer. The
-    last `DEFERRED_BYTES` or more gathered are hashed there after the file is closed.
+    written; `write` returns once both are done, so the caller may reuse its buffer, and
+    `write_kept` at once, for a caller whose buffer stays unchanged until `sha256` is
+    read (the writer goes on to its next chunk, or file, meanwhile). The last
+    `DEFERRED_BYTES` or more gathered are hashed there after the file is closed. The
+    updates handed to `hasher` run one after the other, in the order of the bytes.
     """
 
     def __init__(self, path: Path, hasher: Executor | None = None) -> None:
@@ -49,10 +52,18 @@ class HashedFile:
         self._hasher = hasher
         self._pending = bytearray()
         """Small chunks (zip headers...) gathered for one write and one hash update."""
-        self.size = 0
         self._last: Future[None] | None = None
+        """The last hash update handed to `hasher`; the next one waits for it."""
+        self.size = 0
 
     def write(self, data: Any) -> int:
+        count = self.write_kept(data)
+        self._wait()
+        return count
+
+    def write_kept(self, data: Any) -> int:
+        """`write`, but a large chunk may still be being hashed when this returns: `data`
+        must not change until `sha256` is read (the hash update holds a reference)."""
         view = memoryview(data).cast("B")
         if view.nbytes < PARALLEL_BYTES:
             self._pending += view
@@ -60,21 +71,40 @@ class HashedFile:
             self.flush()
             if self._hasher is None:
                 self._digest.update(view)
-                self._write(view)
             else:
-                hashed = self._hasher.submit(self._digest.update, view)
-                try:
-                    self._write(view)
-                finally:
-                    hashed.result()
+                self._hash_later(view)
+            self._write(view)
         self.size += view.nbytes
         return view.nbytes
 
     def flush(self) -> None:
-        if self._pending:
-            self._digest.update(self._pending)
-            self._write(memoryview(self._pending))
-            self._pending.clear()
+        self._flush(later=False)
+
+    def _flush(self, later: bool) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, bytearray()
+        if later or self._last is not None:
+            self._hash_later(pending)
+        else:
+            self._digest.update(pending)
+        self._write(memoryview(pending))
+
+    def _hash_later(self, view: memoryview | bytearray) -> None:
+        assert self._hasher is not None
+        previous, digest = self._last, self._digest
+
+        def update() -> None:
+            if previous is not None:
+                previous.result()
+            digest.update(view)
+
+        self._last = self._hasher.submit(update)
+
+    def _wait(self) -> None:
+        if self._last is not None:
+            self._last.result()
+            self._last = None
 
     def _write(self, view: memoryview) -> None:
         while view:
@@ -82,10 +112,8 @@ class HashedFile:
 
     @property
     def sha256(self) -> str:
-        if self._last is not None:
-            self._last.result()
-            self._last = None
         self.flush()
+        self._wait()
         return self._digest.hexdigest()
 
     def __enter__(self) -> HashedFile:
@@ -98,12 +126,9 @@ class HashedFile:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            if kind is None and self._hasher is not None and len(self._pending) >= DEFERRED_BYTES:
-                last, self._pending = self._pending, bytearray()
-                self._last = self._hasher.submit(self._digest.update, last)
-                self._write(memoryview(last))
-            elif kind is None:
-                self.flush()
+            if kind is None:
+                later = self._hasher is not None and len(self._pending) >= DEFERRED_BYTES
+                self._flush(later)
         finally:
             os.close(self._descriptor)
 

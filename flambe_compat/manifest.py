@@ -132,9 +132,7 @@ def manifest_text(manifest: dict[str, Any]) -> str:
     }
     """
 
-    def encode(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
+    encode = _ENCODER.encode
     lines = []
     for key, value in sorted(manifest.items()):
         if isinstance(value, list) and value:
@@ -143,6 +141,10 @@ def manifest_text(manifest: dict[str, Any]) -> str:
         else:
             lines.append(f" {encode(key)}: {encode(value)}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+"""One encoder for every line (`json.dumps` with options builds one per call)."""
 
 
 def unsafe_globals(names: Iterable[str]) -> list[str]:

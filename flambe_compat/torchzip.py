@@ -422,7 +422,8 @@ class _ZipWriter:
     """
 
     def __init__(self, file: IO[bytes], prefix: str, executor: Executor | None = None) -> None:
-        self._file = file
+        # a HashedFile may hash tensor bytes after the write: they stay as they are
+        self._write_to = getattr(file, "write_kept", file.write)
         self._prefix = prefix
         self._executor = executor
         self._offset = 0
@@ -466,7 +467,7 @@ class _ZipWriter:
         self._write(directory + end)
 
     def _write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
+        self._write_to(data)
         self._offset += len(data)
 
 

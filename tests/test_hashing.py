@@ -25,6 +25,21 @@ def test_digest_and_size_match_the_file(tmp_path: Path, threaded: bool) -> None:
     assert (file.size, file.sha256) == (len(data), hashlib.sha256(data).hexdigest())
 
 
+def test_kept_chunks_are_hashed_in_order_on_two_threads(tmp_path: Path) -> None:
+    chunks = [bytes([i]) * (PARALLEL_BYTES + i) if i % 2 else b"small%d" % i for i in range(9)]
+    with ThreadPoolExecutor(2) as pool:
+        files = []
+        for n in range(3):  # files written one after another, their hashes still running
+            with HashedFile(tmp_path / f"f{n}", pool) as file:
+                for chunk in chunks[n:]:
+                    assert file.write_kept(chunk) == len(chunk)
+            files.append(file)
+        for n, file in enumerate(files):
+            data = b"".join(chunks[n:])
+            assert (tmp_path / f"f{n}").read_bytes() == data
+            assert (file.size, file.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+
+
 def test_a_large_tail_is_hashed_after_the_file_is_closed(tmp_path: Path) -> None:
     tail = bytes(range(256)) * (DEFERRED_BYTES // 256)
     with ThreadPoolExecutor(1) as pool:
