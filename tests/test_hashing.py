@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flambe_compat.hashing import DEFERRED_BYTES, PARALLEL_BYTES, HashedFile, write_hashed
+from flambe_compat.hashing import PARALLEL_BYTES, HashedFile, write_hashed
 
 CHUNKS = [b"header", bytes(range(256)) * 9, b"x" * PARALLEL_BYTES, b"", b"tail" * 3]
 
@@ -38,16 +38,6 @@ def test_kept_chunks_are_hashed_in_order_on_two_threads(tmp_path: Path) -> None:
             data = b"".join(chunks[n:])
             assert (tmp_path / f"f{n}").read_bytes() == data
             assert (file.size, file.sha256) == (len(data), hashlib.sha256(data).hexdigest())
-
-
-def test_a_large_tail_is_hashed_after_the_file_is_closed(tmp_path: Path) -> None:
-    tail = bytes(range(256)) * (DEFERRED_BYTES // 256)
-    with ThreadPoolExecutor(1) as pool:
-        with HashedFile(tmp_path / "f", pool) as file:
-            file.write(b"x" * PARALLEL_BYTES)
-            file.write(tail)
-        assert (tmp_path / "f").read_bytes()[-len(tail) :] == tail
-        assert file.sha256 == hashlib.sha256(b"x" * PARALLEL_BYTES + tail).hexdigest()
 
 
 def test_torch_save_through_a_hashed_file(tmp_path: Path) -> None:
