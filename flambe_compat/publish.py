@@ -290,4 +290,15 @@ def _process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether `pid` has exited but is not reaped yet (its parent was killed too, and the
+    machine's init has not collected it): `kill(pid, 0)` still finds it, but it will
+    never write again. Linux's `/proc` tells; elsewhere a found process counts as alive."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rpartition(")")[2].split()[:1] == ["Z"]
