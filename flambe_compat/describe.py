@@ -239,10 +239,9 @@ def describe(
     if payloads is None:
         payloads = payload_files(description.folders, whole)
     keep_bytes = detection.protocol == PROTOCOL_2
-    if keep_bytes:  # its manifest lists their sha256: hashed while the nodes are decoded
-        description.payload_digests = sha256_ahead(
-            {path: file.data for path, file in payloads.items() if file.data is not None}
-        )
+    read = {path: file.data for path, file in payloads.items() if file.data is not None}
+    if keep_bytes and read:  # the manifest lists their sha256: hashed while decoding
+        description.payload_digests = sha256_ahead(read)
     describer = _NodeDescriber(payloads, description.problems, payload_decode, keep_bytes)
     description.nodes = [describer.node(folder) for folder in description.folders]
     return description
