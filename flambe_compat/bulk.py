@@ -55,6 +55,7 @@ from .problems import Problem
 from .publish import is_scratch_name, sweep_stale
 from .report import Report
 from .revisions import Revision
+from .scratch import temporary_folder
 from .store import StoreError, is_url, scrub, shown
 from .upgrade import BACKUP_NAME, upgrade
 
@@ -392,10 +393,12 @@ def run_batch(
         on_start(len(pending), sum(job.archive.size for job in pending))
     with (
         Ledger(Path(ledger)) if ledger is not None else contextlib.nullcontext() as book,
-        tempfile.TemporaryDirectory(prefix="flambe-compat-batch-") as scratch,
+        temporary_folder("batch") as scratch,
     ):
         # temporary files of a worker killed mid-archive stay in here, removed at the end
-        for result in run([dataclasses.replace(job, scratch=scratch) for job in pending]):
+        for result in run(
+            [dataclasses.replace(job, scratch=os.fspath(scratch)) for job in pending]
+        ):
             if book is not None:
                 book.append(result.as_json())
             yield result

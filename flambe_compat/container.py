@@ -1,7 +1,8 @@
 """Containers: how an archive is packed (a folder, a pickle, or either one in a tar.gz).
 
 `opened(path)` yields the archive as a local folder or pickle file. A tar.gz is
-unpacked into a private temporary folder that is removed afterwards, whatever happens;
+unpacked into a private temporary folder that is removed afterwards, whatever happens
+(a killed process's, by the next unpack: `scratch`);
 members are checked before a byte is written: regular files and folders only (no
 links, devices or FIFOs), relative names without `..`, no duplicates, one root, and a
 cap on the unpacked size against gzip bombs.
@@ -17,7 +18,6 @@ import contextlib
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +25,7 @@ from typing import Literal
 
 from .compress import GZIP_ERRORS, gzip_reader
 from .errors import LoadError
+from .scratch import temporary_folder
 
 ContainerKind = Literal["folder", "pickle", "tar.gz"]
 
@@ -97,12 +98,9 @@ def opened(path: str | os.PathLike[str]) -> Iterator[Opened]:
     if kind != "tar.gz":
         yield Opened(source, kind, source)
         return
-    scratch = Path(tempfile.mkdtemp(prefix="flambe-compat-"))
-    try:
+    with temporary_folder("unpack") as scratch:
         root = _unpack(source, scratch)
         yield Opened(source, "tar.gz", scratch / root, member_prefix=root)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _unpack(source: Path, into: Path) -> str:

@@ -48,6 +48,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .scratch import process_alive
+
 _TEMP_MARK = ".flambe-compat-"
 _TEMP_NAME = re.compile(
     r"^\.(?P<target>.+)\.flambe-compat-(?P<kind>tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+$"
@@ -254,7 +256,7 @@ def sweep_stale(folder: Path) -> None:
         return
     for entry in entries:
         match = _TEMP_NAME.match(entry.name)
-        if not match or _process_alive(int(match["pid"])):
+        if not match or process_alive(int(match["pid"])):
             continue
         if match["kind"] == "old":
             _restore(entry, folder / match["target"])
@@ -279,26 +281,3 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(OSError):
             path.unlink()
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """Whether `pid` has exited but is not reaped yet (its parent was killed too, and the
-    machine's init has not collected it): `kill(pid, 0)` still finds it, but it will
-    never write again. Linux's `/proc` tells; elsewhere a found process counts as alive."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return status.rpartition(")")[2].split()[:1] == ["Z"]

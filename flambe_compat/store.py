@@ -34,8 +34,6 @@ import contextlib
 import functools
 import os
 import re
-import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -47,6 +45,7 @@ from typing import Any, TypeVar
 from .container import MAX_DEPTH, MAX_MEMBERS, MAX_UNPACKED_ENV, unpack_cap
 from .errors import LoadError
 from .layout import MANIFEST_FILE_NAME
+from .scratch import temporary_folder
 
 
 class StoreError(LoadError, OSError):
@@ -151,8 +150,7 @@ def fetched(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield local_url
         return
     remote = _Remote.parse(url)
-    scratch = Path(tempfile.mkdtemp(prefix="flambe-compat-remote-"))
-    try:
+    with temporary_folder("download") as scratch:
         local = scratch / remote.name
         remote.download(local)
         try:
@@ -160,8 +158,6 @@ def fetched(path: str | os.PathLike[str]) -> Iterator[Path]:
         except LoadError as error:
             message = str(error).replace(os.fspath(local), remote.shown)
             raise type(error)(message) from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @dataclass
@@ -203,8 +199,7 @@ def staged(
         yield Staged(local_url)
         return
     remote = _Remote.parse(url, writing=True)
-    scratch = Path(tempfile.mkdtemp(prefix="flambe-compat-upload-"))
-    try:
+    with temporary_folder("upload") as scratch:
         target = Staged(scratch / remote.name)
         yield target
         built = [entry for entry in scratch.iterdir() if not entry.name.startswith(".")]
@@ -213,8 +208,6 @@ def staged(
         destination = remote.sibling(built[0].name)
         target.backup = destination.upload(built[0], overwrite, atomic, backup)
         target.final = destination.shown
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _file_url_path(url: str) -> Path | None:

@@ -275,23 +275,6 @@ def test_sweep_removes_scratch_of_dead_processes_only(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc only")
-def test_sweep_removes_what_an_unreaped_dead_process_left(tmp_path: Path) -> None:
-    zombie = os.fork()
-    if zombie == 0:
-        os._exit(0)
-    try:
-        # until it has exited, without reaping it
-        while os.waitid(os.P_PID, zombie, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
-            time.sleep(0.01)
-        os.kill(zombie, 0)  # still there: a zombie
-        (tmp_path / f".m.flambe-compat-tmp-{zombie}-abc_1").mkdir()
-        publish.sweep_stale(tmp_path)
-        assert list(tmp_path.iterdir()) == []
-    finally:
-        os.waitpid(zombie, 0)
-
-
 def test_sweep_puts_back_an_old_archive_moved_aside_by_a_dead_process(tmp_path: Path) -> None:
     aside = tmp_path / f".m.flambe-compat-old-{dead_pid()}-0123abcd"
     built(tmp_path, "folder", "old").rename(aside)
