@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from .compress import GZIP_ERRORS, gzip_reader
+from .compress import GZIP_ERRORS, Unpacked, gzip_reader
 from .errors import LoadError
 from .scratch import temporary_folder
 
@@ -47,7 +46,6 @@ _EXTENDED_HEADERS = {
     tarfile.GNUTYPE_LONGNAME,
     tarfile.GNUTYPE_LONGLINK,
 }
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -112,9 +110,7 @@ def _unpack(source: Path, into: Path) -> str:
     try:
         with (
             gzip_reader(source) as stream,
-            tarfile.open(
-                fileobj=stream, mode="r|", tarinfo=_header_checker(source, cap), bufsize=_CHUNK
-            ) as tar,
+            tarfile.TarFile(fileobj=stream, mode="r", tarinfo=_header_checker(source, cap)) as tar,
         ):
             for count, member in enumerate(tar, start=1):
                 name = _checked_name(source, member)
@@ -140,7 +136,7 @@ def _unpack(source: Path, into: Path) -> str:
                         f"set {MAX_UNPACKED_ENV} to allow more"
                     )
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _copy_member(source, tar, member, target)
+                _copy_member(source, stream, member, target)
     except _UNREADABLE_TAR as error:
         raise LoadError(f"{source}: not a readable tar.gz archive ({error})") from error
     except RecursionError:
@@ -211,9 +207,14 @@ def _checked_name(source: Path, member: tarfile.TarInfo) -> str:
     return name
 
 
-def _copy_member(source: Path, tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
-    extracted = tar.extractfile(member)
-    if extracted is None:
-        raise LoadError(f"{source}: tar member {member.name!r} has no data")
-    with extracted, target.open("xb") as out:
-        shutil.copyfileobj(extracted, out, _CHUNK)
+def _copy_member(source: Path, stream: Unpacked, member: tarfile.TarInfo, target: Path) -> None:
+    """Copy a member's data from the stream (which tarfile reads only headers from)."""
+    stream.seek(member.offset_data)
+    left = member.size
+    with target.open("xb") as out:
+        while left:
+            data = stream.read(left)
+            if not data:
+                raise LoadError(f"{source}: tar member {member.name!r} is cut short")
+            out.write(data)
+            left -= len(data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import gzip
 import io
 import marshal
@@ -36,6 +37,7 @@ from types import FrameType
 import torch
 
 from flambe_compat import load_state_from_file, save_state_to_file
+from flambe_compat.compress import gzip_writer
 from flambe_compat.container import MAX_MEMBERS
 from flambe_compat.layout import NODE_FILES
 from tests.corpus import CORPUS
@@ -830,6 +832,7 @@ def bad_inputs() -> list[BadInput]:
         *_payload_file_cases(),
         *_pickle_cases(),
         *_tar_cases(),
+        *_indexed_gzip_cases(),
         *_path_and_folder_cases(),
     ]
     assert len({case.id for case in cases}) == len(cases)
@@ -1021,6 +1024,44 @@ def _pickle_cases() -> Iterator[BadInput]:
 def _tar_cases() -> Iterator[BadInput]:
     """Unsafe members, broken tarballs and gzip bombs."""
     archive = "evil-tgz.tar.gz"
+    yield from _tar_content_cases()
+    good = ZIP_TGZ.read_bytes
+    yield BadInput("tar-not-gzip", file(archive, lambda _: gzip.decompress(good())), (archive,))
+    yield BadInput(
+        "tar-truncated-half", file(archive, lambda _: good()[: len(good()) // 2]), (archive,)
+    )
+    yield BadInput("tar-truncated-gzip-header", file(archive, lambda _: good()[:10]), (archive,))
+    yield BadInput(
+        "tar-gzip-of-garbage",
+        file(archive, lambda _: gzip.compress(random_bytes(4096))),
+        (archive,),
+    )
+    yield BadInput(
+        "gzip-bomb-20gib-member-default-cap",
+        header_bomb(tarfile.REGTYPE, 20 * GiB),
+        ("bomb.tar.gz", "FLAMBE_COMPAT_MAX_UNPACKED_BYTES"),
+        timeout=10,
+    )
+    for case, kind in (
+        ("pax-header", tarfile.XHDTYPE),
+        ("gnu-long-name", tarfile.GNUTYPE_LONGNAME),
+    ):
+        yield BadInput(
+            f"gzip-bomb-{case}-4gib", header_bomb(kind, 4 * GiB), ("bomb.tar.gz",), isolated=True
+        )
+    yield BadInput(
+        "tar-too-many-members",
+        many_members(MAX_MEMBERS + 1),
+        ("many.tar.gz", str(MAX_MEMBERS)),
+        isolated=True,
+        timeout=60,
+    )
+    yield BadInput("tar-pkl-member-is-deep-folder", deep_folders(1500), ("deep.pkl.tar.gz", "deep"))
+
+
+def _tar_content_cases() -> Iterator[BadInput]:
+    """Bad tar members and headers, whatever their gzip framing (see `_indexed_gzip_cases`)."""
+    archive = "evil-tgz.tar.gz"
     unsafe: dict[str, Callable[[Path], tuple[tarfile.TarInfo, bytes]]] = {
         "dotdot": lambda t: member("evil-tgz/../../escaped-dotdot", data=b"x"),
         "dotdot-first": lambda t: member("../escaped-dotdot", data=b"x"),
@@ -1045,17 +1086,6 @@ def _tar_cases() -> Iterator[BadInput]:
         ),
         (archive,),
     )
-    good = ZIP_TGZ.read_bytes
-    yield BadInput("tar-not-gzip", file(archive, lambda _: gzip.decompress(good())), (archive,))
-    yield BadInput(
-        "tar-truncated-half", file(archive, lambda _: good()[: len(good()) // 2]), (archive,)
-    )
-    yield BadInput("tar-truncated-gzip-header", file(archive, lambda _: good()[:10]), (archive,))
-    yield BadInput(
-        "tar-gzip-of-garbage",
-        file(archive, lambda _: gzip.compress(random_bytes(4096))),
-        (archive,),
-    )
     yield BadInput("tar-empty", file(archive, lambda _: gzip.compress(bytes(10240))), (archive,))
     low_cap = (("FLAMBE_COMPAT_MAX_UNPACKED_BYTES", str(4 * MiB)),)
     yield BadInput(
@@ -1070,19 +1100,6 @@ def _tar_cases() -> Iterator[BadInput]:
         (archive, "FLAMBE_COMPAT_MAX_UNPACKED_BYTES"),
         env=low_cap,
     )
-    yield BadInput(
-        "gzip-bomb-20gib-member-default-cap",
-        header_bomb(tarfile.REGTYPE, 20 * GiB),
-        ("bomb.tar.gz", "FLAMBE_COMPAT_MAX_UNPACKED_BYTES"),
-        timeout=10,
-    )
-    for case, kind in (
-        ("pax-header", tarfile.XHDTYPE),
-        ("gnu-long-name", tarfile.GNUTYPE_LONGNAME),
-    ):
-        yield BadInput(
-            f"gzip-bomb-{case}-4gib", header_bomb(kind, 4 * GiB), ("bomb.tar.gz",), isolated=True
-        )
     chains = {
         "pax": header("././@PaxHeader", 11, tarfile.XHDTYPE) + padded(b"11 a=bcdef\n"),
         "gnu-long-name": header("././@LongLink", 5, tarfile.GNUTYPE_LONGNAME) + padded(b"abcd\0"),
@@ -1102,14 +1119,57 @@ def _tar_cases() -> Iterator[BadInput]:
         yield BadInput(f"tar-{case}", raw_tgz(blocks), (archive,))
     sparse = ROOT_HEADER + header("evil-tgz/state.pt", 0, tarfile.GNUTYPE_SPARSE)
     yield BadInput("tar-gnu-sparse-member", raw_tgz(sparse), (archive,))
+    truncated_member = ROOT_HEADER + header("evil-tgz/state.pt", 4096) + bytes(1000)
     yield BadInput(
-        "tar-too-many-members",
-        many_members(MAX_MEMBERS + 1),
-        ("many.tar.gz", str(MAX_MEMBERS)),
-        isolated=True,
-        timeout=60,
+        "tar-member-data-cut-short",
+        file(archive, lambda _: gzip.compress(truncated_member)),
+        (archive,),
     )
-    yield BadInput("tar-pkl-member-is-deep-folder", deep_folders(1500), ("deep.pkl.tar.gz", "deep"))
+
+
+def _indexed_gzip_cases() -> Iterator[BadInput]:
+    """What we write: gzip members carrying their sizes, inflated in parallel (`compress`).
+
+    Every bad tar of `_tar_content_cases` again in that framing, then broken framings."""
+    for case in _tar_content_cases():
+        yield dataclasses.replace(case, id=f"{case.id}-indexed-gzip", build=indexed(case.build))
+    archive = "evil-tgz.tar.gz"
+    good = indexed(file(archive, lambda _: ZIP_TGZ.read_bytes()))
+    first_member_end = lambda path: int.from_bytes(path.read_bytes()[16:20], "little")  # noqa: E731
+    broken: dict[str, Callable[[Path], object]] = {
+        "crc-flipped": flipped(lambda path: first_member_end(path) - 8),
+        "size-in-trailer-flipped": flipped(lambda path: first_member_end(path) - 4),
+        "deflate-body-flipped": flipped(lambda path: 30),
+        "unpacked-size-in-index-flipped": flipped(lambda path: 20),
+        "truncated-half": truncated(lambda size: size // 2),
+    }
+    for case, edit in broken.items():
+        yield BadInput(f"indexed-gzip-{case}", edited_file(good, edit), (archive,))
+
+
+def indexed(build: Builder) -> Builder:
+    """The tarball `build` makes, its gzip framing rewritten the way we write it."""
+
+    def rebuild(tmp_dir: Path) -> Path:
+        path = build(tmp_dir)
+        tar = gzip.decompress(path.read_bytes())
+        path.unlink()
+        with gzip_writer(path) as stream:
+            stream.write(tar)
+        return path
+
+    return rebuild
+
+
+def edited_file(build: Builder, edit: Callable[[Path], object]) -> Builder:
+    """What `build` makes, then changed in place by `edit`."""
+
+    def rebuild(tmp_dir: Path) -> Path:
+        path = build(tmp_dir)
+        edit(path)
+        return path
+
+    return rebuild
 
 
 def _path_and_folder_cases() -> Iterator[BadInput]:

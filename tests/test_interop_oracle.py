@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from flambe_compat import State, load_state_from_file, save_state_to_file
+from flambe_compat import compress as gzip_framing
 from flambe_compat.tree import node_metadata
 from flambe_compat.write import archive_path
 from tests.corpus import archives, describe
@@ -120,13 +121,20 @@ def oracle() -> Oracle:
 def flambe_readings(
     oracle: Oracle, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]]:
-    """Per (state, mode): our description of the state saved, and flambe's reading of it."""
+    """Per (state, mode): our description of the state saved, and flambe's reading of it.
+
+    tar.gz files are written in gzip members of 4 KiB, so that flambe reads many."""
     folder = tmp_path_factory.mktemp("interop")
     saved: dict[tuple[str, str], tuple[dict[str, Any], Path]] = {}
-    for name in STATES:
-        state = state_named(name)
-        for mode, path in save_all_modes(state, folder / name):
-            saved[name, mode] = describe(state), path
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gzip_framing, "MEMBER_BYTES", 4096)
+        for name in STATES:
+            state = state_named(name)
+            for mode, path in save_all_modes(state, folder / name):
+                saved[name, mode] = describe(state), path
+                if MODES[mode][0]:
+                    with path.open("rb") as raw:
+                        assert len(gzip_framing._member_index(raw.fileno()) or []) > 1
     readings = oracle.read([path for _, path in saved.values()], cwd=folder)
     return {key: (want, readings[str(path)]) for key, (want, path) in saved.items()}
 
