@@ -53,11 +53,11 @@ def test_the_sweep_removes_folders_of_dead_processes_only(temp_dir: Path) -> Non
     (temp_dir / f"flambe-compat-unpack-{dead}-file").write_bytes(b"not a folder: kept")
     (temp_dir / f"other-{dead}-abc").mkdir()
     sweep_dead(temp_dir)
-    assert sorted(p.name for p in temp_dir.iterdir()) == [
+    assert {p.name for p in temp_dir.iterdir()} == {
         f"flambe-compat-unpack-{alive}-abc_2",
         f"flambe-compat-unpack-{dead}-file",
         f"other-{dead}-abc",
-    ]
+    }
 
 
 def test_a_new_temporary_folder_sweeps_first(temp_dir: Path) -> None:
