@@ -98,9 +98,9 @@ def fast() -> bool:
 @contextlib.contextmanager
 def gzip_writer(path: Path, use_isal: bool | None = None) -> Iterator[IO[bytes]]:
     """A new file at `path`, written as indexed gzip members deflated in parallel."""
-    isal = _ISAL_ZLIB if (use_isal if use_isal is not None else fast()) else None
+    library, level = _library(use_isal)
     with path.open("xb") as raw, ThreadPoolExecutor(_THREADS) as pool:
-        stream = _MemberWriter(raw, pool, lambda chunk: _member(chunk, isal))
+        stream = _MemberWriter(raw, pool, functools.partial(_member, library, level))
         try:
             yield cast(IO[bytes], stream)
             stream.finish()
@@ -111,11 +111,10 @@ def gzip_writer(path: Path, use_isal: bool | None = None) -> Iterator[IO[bytes]]
 @contextlib.contextmanager
 def gzip_reader(path: Path, use_isal: bool | None = None) -> Iterator[Unpacked]:
     """The decompressed bytes of the gzip file at `path`, read as a stream."""
-    isal = use_isal if use_isal is not None else fast()
+    library, _ = _library(use_isal)
     with path.open("rb") as raw:
         members = _member_index(raw.fileno())
         if members is not None:
-            library = _ISAL_ZLIB if isal else zlib
             with ThreadPoolExecutor(_THREADS) as pool:
                 blocks = _ahead(pool, functools.partial(_unpacked_member, raw, library), members)
                 try:
@@ -123,7 +122,7 @@ def gzip_reader(path: Path, use_isal: bool | None = None) -> Iterator[Unpacked]:
                 finally:
                     blocks.close()
             return
-        if isal:
+        if library is _ISAL_ZLIB:
             sequential = _ISAL.open(raw, "rb", threads=1, block_size=_BLOCK)
         else:
             sequential = gzip.GzipFile(fileobj=raw, mode="rb")
@@ -140,14 +139,17 @@ def write_tar_gz(folder: Path, arcname: str, target: Path, use_isal: bool | None
         tar.add(folder, arcname=arcname)
 
 
-def _member(chunk: bytearray, isal: Any) -> bytes:
+def _library(use_isal: bool | None) -> tuple[Any, int]:
+    """The deflate module to use (`isal_zlib`, or `zlib`: the same functions) and its level."""
+    if use_isal if use_isal is not None else fast():
+        return _ISAL_ZLIB, ISAL_LEVEL
+    return zlib, ZLIB_LEVEL
+
+
+def _member(library: Any, level: int, chunk: bytearray) -> bytes:
     """`chunk` as one complete, indexed gzip member."""
-    if isal is not None:
-        body = isal.compress(chunk, ISAL_LEVEL, wbits=-15)
-        crc = isal.crc32(chunk)
-    else:
-        body = zlib.compress(chunk, ZLIB_LEVEL, wbits=-15)
-        crc = zlib.crc32(chunk)
+    body = library.compress(chunk, level, wbits=-15)
+    crc = library.crc32(chunk)
     length = _HEADER.size + len(body) + _TRAILER.size
     header = _HEADER.pack(
         _MAGIC,
@@ -221,7 +223,6 @@ class _MemberWriter(io.RawIOBase):
         self._filled = 0
         self._taken = 0
         self._pending: collections.deque[Future[bytes]] = collections.deque()
-        self._written = 0
 
     def writable(self) -> bool:
         return True
@@ -245,7 +246,7 @@ class _MemberWriter(io.RawIOBase):
 
     def finish(self) -> None:
         """Write the last member and wait for all of them (an empty file gets one)."""
-        if self._filled or (not self._written and not self._pending):
+        if self._filled or not self._taken:
             self._submit(self._chunk[: self._filled])
             self._filled = 0
         while self._pending:
@@ -262,9 +263,7 @@ class _MemberWriter(io.RawIOBase):
             self._write_oldest()
 
     def _write_oldest(self) -> None:
-        member = self._pending.popleft().result()
-        self._raw.write(member)
-        self._written += 1
+        self._raw.write(self._pending.popleft().result())
 
 
 def _ahead(

@@ -239,9 +239,10 @@ def describe(
     if payloads is None:
         payloads = payload_files(description.folders, whole)
     keep_bytes = detection.protocol == PROTOCOL_2
-    read = {path: file.data for path, file in payloads.items() if file.data is not None}
-    if keep_bytes and read:  # the manifest lists their sha256: hashed while decoding
-        description.payload_digests = sha256_ahead(read)
+    if keep_bytes:  # the manifest lists their sha256: hashed while the nodes are decoded
+        read = {path: file.data for path, file in payloads.items() if file.data is not None}
+        if read:
+            description.payload_digests = sha256_ahead(read)
     describer = _NodeDescriber(payloads, description.problems, payload_decode, keep_bytes)
     description.nodes = [describer.node(folder) for folder in description.folders]
     return description

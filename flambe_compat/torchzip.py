@@ -5,10 +5,9 @@ a new unpickler class, the map-location machinery): over an archive of hundreds 
 small nodes that fixed cost is most of the load. This reader parses the zip's central
 directory once itself (`zipfile` took half its time), checks the CRC of `data.pkl`,
 unpickles it with the caller's allow-list unpickler, and builds each storage from its
-record: a slice of one private
-mapping of the file (`mmap`, as `torch.load(mmap=True)` does), of the bytes already in
-memory, or read straight into a new storage. The tensors and values are what
-`torch.load` returns for the same file.
+record: a slice of one private mapping of the file (`mmap`, as `torch.load(mmap=True)`
+does), of the bytes already in memory, or read straight into a new storage. The tensors
+and values are what `torch.load` returns for the same file.
 
 `save_zip` writes what `torch.save` writes (the same records, tensor data aligned to 64
 bytes for memory mapping, so `torch.load(weights_only=True, mmap=True)` reads it) in one
