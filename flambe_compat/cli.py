@@ -718,7 +718,8 @@ def _keys(payload: PayloadSummary | None, prefix: str = "", owned: set[str] | No
 
 def _nodes(description: Description, prefixes: list[str]) -> Iterator[tuple[str, str, _Keys]]:
     if description.pickle is None:
-        by_folder = {"/".join(component_folders(p, prefixes)): p for p in prefixes}
+        known = set(prefixes)
+        by_folder = {"/".join(component_folders(p, known)): p for p in prefixes}
         for node in description.nodes:
             prefix = by_folder.get(node.relative, node.relative.replace("/", "."))
             heading = (node.version_file or "?").strip().replace(":", " ")

@@ -84,7 +84,8 @@ class PayloadSummary:
 
     def forget(self) -> None:
         """Drop the bytes and values kept for the decoder, once it took them."""
-        self.file = dataclasses.replace(self.file, data=None)
+        if self.file.data is not None:
+            self.file = dataclasses.replace(self.file, data=None)
         self.plain = self.decoded = None
 
     @property
@@ -359,7 +360,8 @@ def _peek(payload: PayloadFile, peeks: dict[bytes, Peeked] | None) -> Peeked:
     key = bytes(data)
     if key not in peeks:
         peeks[key] = peek(payload)
-    return copy.deepcopy(peeks[key])  # each node's values its own
+    found = peeks[key]  # each node's values its own:
+    return Peeked(copy.deepcopy(found.value), list(found.unsafe_globals))
 
 
 def _summarise(summary: PayloadSummary, value: Any) -> None:
@@ -422,7 +424,7 @@ def _read_text(folder: Folder, name: str, problems: list[Problem]) -> str | None
     relative, size = folder.join(name), folder.files[name]
     try:
         data = (
-            None if size > MAX_TEXT_BYTES else read_whole(folder.path / name, size, MAX_TEXT_BYTES)
+            None if size > MAX_TEXT_BYTES else read_whole(folder.local(name), size, MAX_TEXT_BYTES)
         )
         if data is None or len(data) > MAX_TEXT_BYTES:
             problems.append(Problem(relative, "text", f"larger than {MAX_TEXT_BYTES} bytes"))

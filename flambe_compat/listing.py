@@ -40,6 +40,11 @@ class Folder:
         """The path of `name` in this folder, relative to the save folder."""
         return f"{self.relative}/{name}" if self.relative else name
 
+    def local(self, name: str) -> str:
+        """The local path of `name` in this folder, as a string (a `Path` costs several
+        times more to build, over the thousands of files of a large save)."""
+        return f"{os.fspath(self.path)}/{name}"
+
 
 def walk(root: Path) -> list[Folder]:
     """The save folder `root` and every folder below it, parents first, names sorted."""
@@ -75,7 +80,7 @@ def walk(root: Path) -> list[Folder]:
 _READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def read_whole(path: Path, size: int, limit: int) -> bytearray:
+def read_whole(path: str | os.PathLike[str], size: int, limit: int) -> bytearray:
     """The bytes of the regular file at `path`, which the walk found `size` bytes long:
     one read of `size` + 1 bytes when it is unchanged, and never more than `limit` + 1
     bytes (so the caller sees a file grown past its limit). `OSError` if unreadable.

@@ -16,8 +16,8 @@ with a CRC fast enough (ISA-L's) to keep up with the writes.
 
 `load_zip` only takes the files it can read exactly as torch would: zip files as torch
 writes them below 4 GiB (no comment, no ZIP64, every record stored uncompressed, names
-in ASCII), whose records are little-endian, of CPU storages loaded to the CPU, and no
-TorchScript.
+in ASCII), whose records are little-endian, of CPU storages loaded to the CPU outside a fake
+tensor mode, and no TorchScript.
 `load_zip` raises `Declined` for anything else, and the caller falls back to
 `torch.load` (which refuses TorchScript under the allow-list).
 
@@ -41,9 +41,8 @@ import sys
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 import torch
 from isal import isal_zlib
@@ -80,6 +79,8 @@ def load_zip(
     """
     if not _on_cpu(map_location):
         raise Declined("tensors are mapped to another device")
+    if torch._guards.detect_fake_mode(None) is not None:
+        raise Declined("a fake tensor mode is active: torch.load makes fake tensors")
     if isinstance(file, (str, os.PathLike)):
         path = Path(file)
         with path.open("rb") as opened:
@@ -165,9 +166,9 @@ def _load(
     return value
 
 
-@dataclass(frozen=True)
-class _Record:
-    """A stored record of the zip file, as its central directory lists it."""
+class _Record(NamedTuple):
+    """A stored record of the zip file, as its central directory lists it (a tuple: a
+    file has a handful, and an archive of many nodes hundreds of files)."""
 
     name: str
     header_offset: int
@@ -254,7 +255,8 @@ def _zip_unpickler(
                 found = _storage_type(name)
                 if found is not None:
                     return found
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            return _rebuild_tensor if (module, name) == _REBUILD_TENSOR else found
 
         def persistent_load(self, saved_id: Any) -> Any:
             if not (isinstance(saved_id, tuple) and len(saved_id) == 5):
@@ -275,6 +277,30 @@ def _zip_unpickler(
             return self._storages[key]
 
     return ZipUnpickler
+
+
+_REBUILD_TENSOR = ("torch._utils", "_rebuild_tensor_v2")
+
+
+def _rebuild_tensor(
+    storage: torch.storage.TypedStorage,
+    storage_offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+    requires_grad: bool,
+    backward_hooks: Any,
+    metadata: Any = None,
+) -> torch.Tensor:
+    """`torch._utils._rebuild_tensor_v2` outside a fake tensor mode (`load_zip` declines
+    to load in one): torch's looks for one per tensor, which costs more than the tensor."""
+    untyped = storage._untyped_storage
+    tensor = torch.empty((0,), dtype=storage.dtype, device=untyped.device)
+    tensor.set_(untyped, storage_offset, size, stride)
+    tensor.requires_grad = requires_grad
+    if metadata:
+        torch._utils.set_tensor_metadata(tensor, metadata)  # type: ignore[no-untyped-call]
+    tensor._backward_hooks = backward_hooks
+    return tensor
 
 
 def _data_offset(file: IO[bytes], start: int, record: _Record) -> int:

@@ -109,7 +109,8 @@ def flambe_component_folders(prefix: str, directories: Iterable[str]) -> list[st
 
 
 def _folders(prefix: str, directories: Iterable[str], flambe_defect: bool) -> list[str]:
-    known = set(directories)
+    # a set given is used as it is: callers ask for each of hundreds of prefixes
+    known = directories if isinstance(directories, (set, frozenset)) else set(directories)
     parts = prefix.split(STATE_DICT_DELIMETER)
     folders, start = [], 0
     for i in range(len(parts)):

@@ -155,11 +155,12 @@ def _folder_prefixes(nodes: list[NodeSummary], problems: list[Problem]) -> list[
         return [folder.replace("/", ".") for folder in folders]
     present = set(folders)
     by_folder: dict[str, str] = {}
+    known = {prefix for prefix in recorded if isinstance(prefix, str)}
     for prefix in recorded:
         if not isinstance(prefix, str):
             continue
-        right = "/".join(component_folders(prefix, recorded))
-        flambe = "/".join(flambe_component_folders(prefix, recorded))
+        right = "/".join(component_folders(prefix, known))
+        flambe = "/".join(flambe_component_folders(prefix, known))
         folder = right if right in present else flambe
         if folder in present:
             by_folder[folder] = prefix

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -34,7 +35,7 @@ import torch
 
 from .archive import Archive, Layout
 from .compress import write_tar_gz
-from .hashing import HashedFile, write_hashed
+from .hashing import HashedFile, WrittenFile, write_hashed
 from .layout import (
     COMPRESSED_SUFFIX,
     CONFIG_FILE_NAME,
@@ -245,7 +246,7 @@ def write_tree(
     writing several nodes at once fight over the GIL and made saves slower, not faster.
     """
     written = Written()
-    hashed: dict[str, HashedFile] = {}
+    hashed: dict[str, HashedFile | WrittenFile] = {}
     scanned: set[bytes] = set()  # the pickles of empty stashes are all alike
     with ThreadPoolExecutor(max_workers=2) as hasher:  # a tensor's sha256 and its CRC
         for node_path, node in _traverse_all_nodes(save_tree):
@@ -267,18 +268,18 @@ def _write_node(
     root: Path,
     encoding: Encoding,
     hasher: Executor,
-) -> tuple[dict[str, HashedFile], list[bytes]]:
+) -> tuple[dict[str, HashedFile | WrittenFile], list[bytes]]:
     """One node's folder (`metadata`: the tree's, for the root); returns its files (whose
     digests may still be being computed) and its payloads' pickles (protocol 2 only)."""
-    folder = root.joinpath(*node_path)
-    folder.mkdir(parents=True, exist_ok=True)
     prefix = "".join(f"{part}/" for part in node_path)
+    folder = f"{os.fspath(root)}/{prefix}"  # strings: thousands of Paths cost a few percent
+    os.makedirs(folder, exist_ok=True)
     state = node_payload(node, metadata) if encoding.node_metadata else OrderedDict(node.state)
     payloads = [(state, STATE_FILE_NAME)]
     if encoding.torch_stash:
         payloads.append((node.object_stash, STASH_FILE_NAME))
     else:
-        with (folder / STASH_FILE_NAME).open("wb") as file:
+        with open(folder + STASH_FILE_NAME, "wb") as file:
             encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
     texts = {
         VERSION_FILE_NAME: f"{node.class_name}:{node.version}",
@@ -288,14 +289,15 @@ def _write_node(
     }
     if encoding.protocol != PROTOCOL_2:
         for value, name in payloads:
-            torch.save(value, folder / name, encoding.pickle_module, encoding.pickle_protocol)
+            torch.save(value, folder + name, encoding.pickle_module, encoding.pickle_protocol)
         for name, text in texts.items():
-            (folder / name).write_bytes(text.encode("utf-8"))
+            with open(folder + name, "wb") as file:
+                file.write(text.encode("utf-8"))
         return {}, []
-    files: dict[str, HashedFile] = {}
+    files: dict[str, HashedFile | WrittenFile] = {}
     pickles = []
     for value, name in payloads:
-        with HashedFile(folder / name, hasher) as hashed:
+        with HashedFile(folder + name, hasher) as hashed:
             pickled = save_zip(value, cast(IO[bytes], hashed), encoding.pickle_protocol, hasher)
             if pickled is None:  # too large for a plain zip file: torch writes ZIP64
                 kept = _KeptPickle(encoding.pickle_module)
@@ -304,7 +306,7 @@ def _write_node(
         files[prefix + name] = hashed
         pickles.append(pickled)
     for name, text in texts.items():
-        files[prefix + name] = write_hashed(folder / name, text.encode("utf-8"))
+        files[prefix + name] = write_hashed(folder + name, text.encode("utf-8"))
     return files, pickles
 
 

@@ -36,6 +36,7 @@ def sample() -> dict[str, Any]:
     state["view"] = base[1:, 2:]  # shares base's storage, at an offset
     state["transposed"] = base.t()
     state["parameter"] = torch.nn.Parameter(torch.ones(2), requires_grad=False)
+    state["trained"] = torch.ones(3, requires_grad=True)
     state["nested"] = {"list": [torch.zeros(1), 1, "a"], "tuple": (2.5, None)}
     state._metadata = {"": {"version": 1}}  # type: ignore[attr-defined]
     return state
@@ -121,6 +122,15 @@ def test_declines_what_torch_load_should_read(value: bytes, map_location: Any) -
     file = io.BytesIO(value)
     with pytest.raises(Declined):
         load_zip(file, UNPICKLER, map_location=map_location)
+    assert file.tell() == 0
+
+
+def test_declines_to_load_in_a_fake_tensor_mode_where_torch_load_makes_fake_tensors() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    file = io.BytesIO(saved({"w": torch.ones(2)}))
+    with FakeTensorMode(), pytest.raises(Declined, match="fake tensor mode"):
+        load_zip(file, UNPICKLER)
     assert file.tell() == 0
 
 
