@@ -30,7 +30,7 @@ from .layout import (
     STATE_FILE_NAME,
 )
 from .listing import Folder, walk
-from .payload import PayloadFile, PayloadFormat, pickle_record, read_payload_file, scan_pickle
+from .payload import PayloadFile, PayloadFormat, read_payload_file, scan_pickle
 from .revisions import (
     LATEST,
     NODE_METADATA,
@@ -41,6 +41,7 @@ from .revisions import (
     Revision,
     revision_of,
 )
+from .ziprecords import zip_pickle
 
 PAYLOAD_SUFFIXES = (".pt", PICKLE_SUFFIX)
 """Files whose format detection reports (`state.pt`, `stash.pkl`, pickle-only archives)."""
@@ -152,9 +153,7 @@ def _mentions_metadata(payload: PayloadFile) -> bool:
     try:
         with payload.open() as file:
             if payload.format == "zip":
-                with zipfile.ZipFile(file) as archive:
-                    data = pickle_record(archive)
-                scan = scan_pickle(data)
+                scan = scan_pickle(zip_pickle(file))
             elif payload.format == "legacy":
                 for _ in range(3):  # magic number, protocol, system info
                     if not scan_pickle(file).complete:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import functools
 import io
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .payload import HEAD_SIZE, PayloadFile, payload_format, pickle_record, read_payload_file
+from .payload import HEAD_SIZE, PayloadFile, payload_format, read_payload_file
 from .unpickle import allow_list_unpickler, globals_for, plain_globals
+from .ziprecords import zip_pickle
 
 ITEM_SIZES = {
     **dict.fromkeys(("bool", "int8", "uint8", "qint8", "quint8", "quint4x2", "quint2x4"), 1),
@@ -147,9 +147,7 @@ def _peek(file: IO[bytes], kind: str) -> Peeked:
 
 
 def _peek_zip(file: IO[bytes], found: list[str]) -> Any:
-    with zipfile.ZipFile(file) as archive:
-        data = pickle_record(archive)
-    unpickler = _unpickler(found)(io.BytesIO(data))
+    unpickler = _unpickler(found)(io.BytesIO(zip_pickle(file)))
     unpickler.persistent_load = _zip_storage  # type: ignore[method-assign]
     return unpickler.load()
 

@@ -3,7 +3,7 @@
 `torch.load` pays about a millisecond per call before it reads a byte (two zip readers,
 a new unpickler class, the map-location machinery): over an archive of hundreds of
 small nodes that fixed cost is most of the load. This reader parses the zip's central
-directory once itself (`zipfile` took half its time), checks the CRC of `data.pkl`,
+directory once itself (`flambe_compat.ziprecords`), checks the CRC of `data.pkl`,
 unpickles it with the caller's allow-list unpickler, and builds each storage from its
 record: a slice of one private mapping of the file (`mmap`, as `torch.load(mmap=True)`
 does), of the bytes already in memory, or read straight into a new storage. The tensors
@@ -15,9 +15,8 @@ sequential pass that a hashing file can follow, without `torch.save`'s fixed cos
 with a CRC fast enough (ISA-L's) to keep up with the writes.
 
 `load_zip` only takes the files it can read exactly as torch would: zip files as torch
-writes them below 4 GiB (no comment, no ZIP64, every record stored uncompressed, names
-in ASCII), whose records are little-endian, of CPU storages loaded to the CPU outside a fake
-tensor mode, and no TorchScript.
+writes them below 4 GiB (those `ziprecords` takes), whose records are little-endian, of
+CPU storages loaded to the CPU outside a fake tensor mode, and no TorchScript.
 `load_zip` raises `Declined` for anything else, and the caller falls back to
 `torch.load` (which refuses TorchScript under the allow-list).
 
@@ -38,20 +37,27 @@ import os
 import pickle
 import struct
 import sys
-import zipfile
 from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import IO, Any, NamedTuple, cast
+from typing import IO, Any, cast
 
 import torch
 from isal import isal_zlib
 
-from .payload import ZIP_MAGIC, pickle_record_name
+from .payload import ZIP_MAGIC
+from .ziprecords import (
+    CENTRAL_HEADER,
+    END_OF_CENTRAL_DIRECTORY,
+    LOCAL_HEADER,
+    LOCAL_MAGIC,
+    Unsupported,
+    data_offset,
+    pickle_of,
+    read_record,
+    zip_records,
+)
 
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
-"""A zip local file header: the data of a record starts after it, its name and extra."""
-_LOCAL_MAGIC = b"PK\x03\x04"
 _CPU = ("cpu", None)
 
 
@@ -129,11 +135,15 @@ def _load(
     file.seek(start)
     if head != ZIP_MAGIC:
         raise Declined("not a zip file")
-    records = _directory(file, start, size)
-    pickled, prefix = _pickle_of(file, start, records)
+    try:
+        records = zip_records(file, start, size)
+    except Unsupported as error:
+        file.seek(start)
+        raise Declined(str(error)) from None
+    pickled, prefix = pickle_of(file, start, records)
     byteorder = records.get(f"{prefix}/byteorder")
     if f"{prefix}/constants.pkl" in records or (
-        byteorder is not None and _read(file, start, byteorder) != b"little"
+        byteorder is not None and read_record(file, start, byteorder) != b"little"
     ):
         file.seek(start)
         raise Declined("TorchScript, or big-endian records")
@@ -145,7 +155,7 @@ def _load(
         nbytes = numel * dtype.itemsize
         if record.size < nbytes:
             raise pickle.UnpicklingError(f"record {record.name} is not {nbytes} stored bytes")
-        offset = start + _data_offset(file, start, record)
+        offset = start + data_offset(file, start, record)
         if offset + nbytes > start + size:
             raise pickle.UnpicklingError(f"record {record.name} ends past the file")
         if whole is not None:
@@ -164,77 +174,6 @@ def _load(
         raise
     torch._utils._validate_loaded_sparse_tensors()  # type: ignore[no-untyped-call]
     return value
-
-
-class _Record(NamedTuple):
-    """A stored record of the zip file, as its central directory lists it (a tuple: a
-    file has a handful, and an archive of many nodes hundreds of files)."""
-
-    name: str
-    header_offset: int
-    size: int
-    crc: int
-
-
-def _directory(file: IO[bytes], start: int, size: int) -> dict[str, _Record]:
-    """The records of the zip file of `size` bytes at `start`, by name, from its central
-    directory. Only what torch writes below 4 GiB is taken: no comment, no ZIP64, every
-    record stored (not deflated) and unencrypted; `Declined` otherwise (so torch's reader,
-    with its own checks, takes it). `zipfile.BadZipFile` for a broken directory."""
-    if size < _END_OF_CENTRAL_DIRECTORY.size:
-        raise zipfile.BadZipFile("too short for a zip file")
-    file.seek(start + size - _END_OF_CENTRAL_DIRECTORY.size)
-    end = _END_OF_CENTRAL_DIRECTORY.unpack(file.read(_END_OF_CENTRAL_DIRECTORY.size))
-    magic, disk, first_disk, on_disk, count, directory_size, directory_offset, comment = end
-    if magic != b"PK\x05\x06" or comment or _ZIP64_COUNT in (on_disk, count):
-        raise Declined("a zip file with a comment, ZIP64 records or no end record last")
-    if disk or first_disk or on_disk != count:
-        raise zipfile.BadZipFile("a zip file spanning several disks")
-    if directory_offset + directory_size > size - _END_OF_CENTRAL_DIRECTORY.size:
-        raise zipfile.BadZipFile("the central directory lies past the end of the file")
-    file.seek(start + directory_offset)
-    directory = file.read(directory_size)
-    records: dict[str, _Record] = {}
-    at = 0
-    for _ in range(count):
-        fields = directory[at : at + _CENTRAL_HEADER.size]
-        if len(fields) != _CENTRAL_HEADER.size or fields[:4] != b"PK\x01\x02":
-            raise zipfile.BadZipFile("a truncated or broken central directory")
-        (_, _, _, flags, method, _, _, crc, stored, inflated,
-         name_length, extra_length, comment_length, _, _, _, offset,
-         ) = _CENTRAL_HEADER.unpack(fields)  # fmt: skip
-        at += _CENTRAL_HEADER.size
-        encoded = directory[at : at + name_length]
-        at += name_length + extra_length + comment_length
-        if method != zipfile.ZIP_STORED or flags & _ENCRYPTED or _ZIP64_SIZE in (stored, offset):
-            raise Declined("compressed, encrypted or ZIP64 records")
-        if stored != inflated or offset + stored > directory_offset:
-            raise zipfile.BadZipFile(f"record {encoded!r:.80} does not fit in the file")
-        if not encoded.isascii():
-            raise Declined("record names outside ASCII")
-        name = encoded.decode("ascii")
-        if name in records:  # readers disagree on which one counts
-            raise zipfile.BadZipFile(f"two records named {name!r:.80}")
-        records[name] = _Record(name, offset, stored, crc)
-    return records
-
-
-def _pickle_of(file: IO[bytes], start: int, records: dict[str, _Record]) -> tuple[bytes, str]:
-    """The pickle of a torch zip file, its CRC checked (torch's reader checks none), and
-    the prefix of its records."""
-    record = records[pickle_record_name((name, r.size) for name, r in records.items())]
-    pickled = _read(file, start, record)
-    if isal_zlib.crc32(pickled) != record.crc:
-        raise zipfile.BadZipFile(f"Bad CRC-32 for file {record.name!r}")
-    return pickled, record.name.rpartition("/")[0]
-
-
-def _read(file: IO[bytes], start: int, record: _Record) -> bytes:
-    file.seek(start + _data_offset(file, start, record))
-    data = file.read(record.size)
-    if len(data) != record.size:
-        raise zipfile.BadZipFile(f"record {record.name} ends past the file")
-    return data
 
 
 @functools.lru_cache(maxsize=64)
@@ -303,18 +242,6 @@ def _rebuild_tensor(
     return tensor
 
 
-def _data_offset(file: IO[bytes], start: int, record: _Record) -> int:
-    """Where a record's bytes start, from its local header (its extra field pads them)."""
-    file.seek(start + record.header_offset)
-    header = file.read(_LOCAL_HEADER.size)
-    if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
-        raise zipfile.BadZipFile(f"bad local header for record {record.name}")
-    name_length, extra_length = _LOCAL_HEADER.unpack(header)[9:]
-    if file.read(name_length) != record.name.encode("ascii"):
-        raise zipfile.BadZipFile(f"record {record.name} names itself otherwise in its header")
-    return int(record.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
-
-
 def _read_record(file: IO[bytes], offset: int, nbytes: int, name: str) -> torch.UntypedStorage:
     """A record's bytes read straight into a new storage."""
     buffer = torch.empty(nbytes, dtype=torch.uint8)
@@ -324,12 +251,6 @@ def _read_record(file: IO[bytes], offset: int, nbytes: int, name: str) -> torch.
     return buffer.untyped_storage()
 
 
-_CENTRAL_HEADER = struct.Struct("<4sHHHHHHIIIHHHHHII")
-_END_OF_CENTRAL_DIRECTORY = struct.Struct("<4sHHHHIIH")
-_ZIP64_COUNT = 0xFFFF
-_ZIP64_SIZE = 0xFFFFFFFF
-"""Values of the classic zip fields that say the real one is in a ZIP64 record."""
-_ENCRYPTED = 1
 _ALIGNMENT = 64
 """torch's storage alignment: record data starts at a multiple of it, for `mmap`."""
 _PADDING_FIELD = b"FB"
@@ -460,7 +381,7 @@ class _ZipWriter:
         encoded = f"{self._prefix}/{name}".encode()
         size = len(data)
         executor = self._executor if size >= _DEFERRED_CRC_BYTES else None
-        start = self._offset + _LOCAL_HEADER.size + len(encoded)
+        start = self._offset + LOCAL_HEADER.size + len(encoded)
         padding = -start % _ALIGNMENT
         if 0 < padding < 4:  # an extra field needs 4 bytes of its own header
             padding += _ALIGNMENT
@@ -479,7 +400,7 @@ class _ZipWriter:
             self._write(_local_header(0, crc, size, encoded, extra))
             self._write(data)
         flags = 0 if executor is None else _DATA_DESCRIPTOR
-        central = _CENTRAL_HEADER.pack(
+        central = CENTRAL_HEADER.pack(
             b"PK\x01\x02", _STORED_VERSION, _STORED_VERSION, flags, 0, 0, _DOS_DATE, crc,
             size, size, len(encoded), 0, 0, 0, 0, 0, offset,
         )  # fmt: skip
@@ -488,7 +409,7 @@ class _ZipWriter:
     def finish(self) -> None:
         directory = b"".join(self._central)
         count = len(self._central)
-        end = _END_OF_CENTRAL_DIRECTORY.pack(
+        end = END_OF_CENTRAL_DIRECTORY.pack(
             b"PK\x05\x06", 0, 0, count, count, len(directory), self._offset, 0
         )
         self._write(directory + end)
@@ -499,8 +420,8 @@ class _ZipWriter:
 
 
 def _local_header(flags: int, crc: int, size: int, encoded: bytes, extra: bytes) -> bytes:
-    fields = _LOCAL_HEADER.pack(
-        _LOCAL_MAGIC, _STORED_VERSION, flags, 0, 0, _DOS_DATE, crc, size, size,
+    fields = LOCAL_HEADER.pack(
+        LOCAL_MAGIC, _STORED_VERSION, flags, 0, 0, _DOS_DATE, crc, size, size,
         len(encoded), len(extra),
     )  # fmt: skip
     return fields + encoded + extra

@@ -290,11 +290,11 @@ def payload_metadata(node: SaveTreeNode) -> dict[str, Any]:
     return metadata
 
 
-def node_payload(node: SaveTreeNode, tree_metadata: Mapping[str, Any]) -> dict[str, Any]:
+def node_payload(node: SaveTreeNode, about_tree: Mapping[str, Any]) -> dict[str, Any]:
     """The node's `state.pt` from revision 1.3 on: its state, with a `_metadata` of
-    `tree_metadata` (the root's; empty for other nodes) and `payload_metadata`."""
+    `about_tree` (the root's `tree_metadata`; empty for other nodes) and `payload_metadata`."""
     payload: dict[str, Any] = OrderedDict(node.state)
-    payload._metadata = {**tree_metadata, **payload_metadata(node)}  # type: ignore[attr-defined]
+    payload._metadata = {**about_tree, **payload_metadata(node)}  # type: ignore[attr-defined]
     return payload
 
 

@@ -30,19 +30,18 @@ import io
 import os
 import pickle
 import types
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .payload import (
     ZIP_MAGIC,
-    pickle_record,
     python3_name,
     refuse_inflating_record,
     scan_pickle,
 )
 from .state import State
+from .ziprecords import zip_pickle
 
 LEGACY_STATE = ("flambe.compile.serialization", "State")
 """Where flambe's pickles find `State`; unpickling maps it to `flambe_compat.State`."""
@@ -514,8 +513,7 @@ def _check_zip(file: str | os.PathLike[str] | IO[bytes], trust: Trust) -> None:
     reader = torch._C.PyTorchFileReader(file)
     records = reader.get_all_records()
     file.seek(start)
-    with zipfile.ZipFile(file) as archive:
-        pickle_record(archive)  # its CRC: torch's reader checks none
+    zip_pickle(file)  # its CRC: torch's reader checks none
     file.seek(start)
     allowed = trust.trusted or TORCHSCRIPT_LOADER in trust.allow_globals
     if "constants.pkl" in records and not allowed:

@@ -17,6 +17,7 @@ import torch
 from flambe_compat.container import opened
 from flambe_compat.peek import Opaque, PeekError, TensorInfo, peek_file
 from tests.corpus import CorpusArchive, archives, truncate_storages
+from tests.test_ziprecords import record_reads
 
 ARCHIVES = list(archives())
 
@@ -186,16 +187,9 @@ def test_a_zip_file_with_corrupted_tensor_records(
     with zipfile.ZipFile(path) as archive, pytest.raises(zipfile.BadZipFile):
         archive.read(records[0].filename)
 
-    opened_records: list[str] = []
-    real_open = zipfile.ZipFile.open
-
-    def spy(self: zipfile.ZipFile, name: Any, *args: Any, **kwargs: Any) -> Any:
-        opened_records.append(name if isinstance(name, str) else name.filename)
-        return real_open(self, name, *args, **kwargs)
-
-    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    read_records = record_reads(monkeypatch)
     assert peek_file(path).value == {"w": TensorInfo("float32", (100, 100))}
-    assert [name.rpartition("/")[2] for name in opened_records] == ["data.pkl"]
+    assert [name.rpartition("/")[2] for name in read_records] == ["data.pkl"]
 
 
 def unsafe_state(marker: Path) -> dict[str, Any]:

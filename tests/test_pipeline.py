@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from flambe_compat.write import write_protocol1, write_protocol2
 from tests.corpus import CORPUS
 from tests.oracle import REPO
 from tests.test_write_protocol2 import make_state
+from tests.test_ziprecords import record_reads
 
 SMALL = CORPUS / "0.4.18-zip/wrapper-dir"
 
@@ -101,17 +101,11 @@ def test_a_load_reads_each_file_once(
 
 def test_a_dry_run_reads_no_tensor_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = write_protocol1(make_state(), tmp_path / "m")
-    records: list[str] = []
-    real_open = zipfile.ZipFile.open
-
-    def spy(self: zipfile.ZipFile, name: Any, *args: Any, **kwargs: Any) -> Any:
-        records.append(name if isinstance(name, str) else name.filename)
-        return real_open(self, name, *args, **kwargs)
+    records = record_reads(monkeypatch)
 
     def no_torch_load(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a dry run decoded a payload")
 
-    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
     monkeypatch.setattr("torch.load", no_torch_load)
     monkeypatch.setattr("flambe_compat.torchzip.load_zip", no_torch_load)
     result = upgrade(source, dry_run=True)
