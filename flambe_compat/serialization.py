@@ -83,6 +83,7 @@ def save_state_to_file(
     into `PATH.tar.gz`; `pickle_only` writes one pickle, `PATH.pkl` (`PATH.pkl.tar.gz`
     with `compress`). An existing file or non-empty folder at the archive's path raises
     `ValueError` unless `overwrite=True`; the archive appears there complete or not at all.
+    So does a state without flambe's `_metadata` (a Component's `get_state()` records it).
 
     `protocol=2` (the default) writes flambe_compat's protocol 2: a `manifest.json` with
     checksums, payloads loadable with `torch.load(weights_only=True)`; its payloads always

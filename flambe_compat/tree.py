@@ -223,9 +223,20 @@ class FlatOrder(NamedTuple):
 def state_to_tree(state: State) -> SaveTreeNode:
     """Split a flat `State` into its save tree (keys and metadata relative to each node).
 
-    The entries about the whole tree (`TREE_METADATA_KEYS`) are left out.
+    The entries about the whole tree (`TREE_METADATA_KEYS`) are left out. `ValueError`
+    for a state without flambe's metadata (read archives are checked by their schema).
     """
-    save_tree = _convert_to_tree(state._metadata)
+    metadata = getattr(state, "_metadata", None)
+    try:
+        if not isinstance(metadata, Mapping):
+            raise TypeError("no _metadata")
+        save_tree = _convert_to_tree(metadata)
+    except (KeyError, TypeError, AttributeError) as error:
+        lacks = f"lacks {error}" if isinstance(error, KeyError) else "is not flambe's"
+        raise ValueError(
+            f"not a flambe State: its _metadata {lacks} (save the State that a "
+            "Component's get_state() returns)"
+        ) from None
     for key, value in state.items():
         _update_save_tree(save_tree, key.split(STATE_DICT_DELIMETER), value)
     for key, value in state._metadata.items():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import flambe_compat
-from flambe_compat import load_state_from_file
+from flambe_compat import load_state_from_file, save_state_to_file
 from flambe_compat.integrity import check_files, read_manifest, state_from_payload
 from flambe_compat.layout import MANIFEST_FILE_NAME, NODE_FILES, REQUIREMENTS_FILE_NAME
 from flambe_compat.state import State
@@ -191,3 +191,23 @@ def test_overwrite_rules_as_flambe(tmp_path: Path, mode: str) -> None:
 def test_an_empty_folder_is_saved_into(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     checked_manifest(saved(tmp_path, make_state()))
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+@pytest.mark.parametrize(
+    "metadata, lacks",
+    [
+        ({}, "lacks '_flambe_directories'"),
+        ({"_flambe_directories": {""}}, "lacks ''"),
+        (None, "is not flambe's"),
+    ],
+    ids=["no-directories", "no-root-entry", "not-a-mapping"],
+)
+def test_a_state_without_flambe_metadata_is_refused_and_nothing_written(
+    tmp_path: Path, protocol: int, metadata: Any, lacks: str
+) -> None:
+    state = State({"w": torch.ones(2)})
+    state._metadata = metadata
+    with pytest.raises(ValueError, match=f"not a flambe State: its _metadata {lacks}"):
+        save_state_to_file(state, tmp_path / "m", protocol=protocol)
+    assert list(tmp_path.iterdir()) == []
