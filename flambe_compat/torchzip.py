@@ -378,16 +378,10 @@ class _ZipWriter:
         self._central: list[bytes] = []
 
     def add(self, name: str, data: bytes | memoryview) -> None:
-        encoded = f"{self._prefix}/{name}".encode()
+        encoded = _record_name(self._prefix, name)
         size = len(data)
         executor = self._executor if size >= _DEFERRED_CRC_BYTES else None
-        start = self._offset + LOCAL_HEADER.size + len(encoded)
-        padding = -start % _ALIGNMENT
-        if 0 < padding < 4:  # an extra field needs 4 bytes of its own header
-            padding += _ALIGNMENT
-        extra = (
-            _PADDING_FIELD + struct.pack("<H", padding - 4) + bytes(padding - 4) if padding else b""
-        )
+        extra = _padding(self._offset + LOCAL_HEADER.size + len(encoded))
         offset = self._offset
         if executor is not None:
             crc_of_data = executor.submit(isal_zlib.crc32, data)
@@ -417,6 +411,25 @@ class _ZipWriter:
     def _write(self, data: bytes | memoryview) -> None:
         self._write_to(data)
         self._offset += len(data)
+
+
+@functools.lru_cache(maxsize=256)
+def _record_name(prefix: str, name: str) -> bytes:
+    return f"{prefix}/{name}".encode()
+
+
+@functools.lru_cache(maxsize=_ALIGNMENT)
+def _padding_for(misalignment: int) -> bytes:
+    padding = -misalignment % _ALIGNMENT
+    if 0 < padding < 4:  # an extra field needs 4 bytes of its own header
+        padding += _ALIGNMENT
+    return _PADDING_FIELD + struct.pack("<H", padding - 4) + bytes(padding - 4) if padding else b""
+
+
+def _padding(start: int) -> bytes:
+    """The extra field that moves data starting at `start` to the next multiple of 64
+    (built once per remainder: a save adds thousands of records)."""
+    return _padding_for(start % _ALIGNMENT)
 
 
 def _local_header(flags: int, crc: int, size: int, encoded: bytes, extra: bytes) -> bytes:

@@ -19,6 +19,7 @@ PosixPath('.../m.tar.gz')
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import os
@@ -273,7 +274,8 @@ def _write_node(
     digests may still be being computed) and its payloads' pickles (protocol 2 only)."""
     prefix = "".join(f"{part}/" for part in node_path)
     folder = f"{os.fspath(root)}/{prefix}"  # strings: thousands of Paths cost a few percent
-    os.makedirs(folder, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # the root may be there already
+        os.mkdir(folder)  # parents come first
     state = node_payload(node, metadata) if encoding.node_metadata else OrderedDict(node.state)
     payloads = [(state, STATE_FILE_NAME)]
     if encoding.torch_stash:
