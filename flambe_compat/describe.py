@@ -360,8 +360,8 @@ def _peek(payload: PayloadFile, peeks: dict[bytes, Peeked] | None) -> Peeked:
     key = bytes(data)
     if key not in peeks:
         peeks[key] = peek(payload)
-    found = peeks[key]  # each node's values its own:
-    return Peeked(copy.deepcopy(found.value), list(found.unsafe_globals))
+    found = peeks[key]
+    return Peeked(copy.deepcopy(found.value), list(found.unsafe_globals))  # each node its own
 
 
 def _summarise(summary: PayloadSummary, value: Any) -> None:

@@ -161,7 +161,7 @@ def _load(
         if whole is not None:
             untyped = whole[offset : offset + nbytes]
         else:
-            untyped = _read_record(file, offset, nbytes, record.name)
+            untyped = _read_storage(file, offset, nbytes, record.name)
         return torch.storage.TypedStorage(  # type: ignore[no-untyped-call]
             wrap_storage=untyped, dtype=dtype, _internal=True
         )
@@ -242,7 +242,7 @@ def _rebuild_tensor(
     return tensor
 
 
-def _read_record(file: IO[bytes], offset: int, nbytes: int, name: str) -> torch.UntypedStorage:
+def _read_storage(file: IO[bytes], offset: int, nbytes: int, name: str) -> torch.UntypedStorage:
     """A record's bytes read straight into a new storage."""
     buffer = torch.empty(nbytes, dtype=torch.uint8)
     file.seek(offset)
@@ -381,7 +381,7 @@ class _ZipWriter:
         encoded = _record_name(self._prefix, name)
         size = len(data)
         executor = self._executor if size >= _DEFERRED_CRC_BYTES else None
-        extra = _padding(self._offset + LOCAL_HEADER.size + len(encoded))
+        extra = _padding((self._offset + LOCAL_HEADER.size + len(encoded)) % _ALIGNMENT)
         offset = self._offset
         if executor is not None:
             crc_of_data = executor.submit(isal_zlib.crc32, data)
@@ -419,17 +419,13 @@ def _record_name(prefix: str, name: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=_ALIGNMENT)
-def _padding_for(misalignment: int) -> bytes:
-    padding = -misalignment % _ALIGNMENT
+def _padding(remainder: int) -> bytes:
+    """The extra field that moves data starting `remainder` bytes past a multiple of 64
+    to the next one (built once per remainder: a save adds thousands of records)."""
+    padding = -remainder % _ALIGNMENT
     if 0 < padding < 4:  # an extra field needs 4 bytes of its own header
         padding += _ALIGNMENT
     return _PADDING_FIELD + struct.pack("<H", padding - 4) + bytes(padding - 4) if padding else b""
-
-
-def _padding(start: int) -> bytes:
-    """The extra field that moves data starting at `start` to the next multiple of 64
-    (built once per remainder: a save adds thousands of records)."""
-    return _padding_for(start % _ALIGNMENT)
 
 
 def _local_header(flags: int, crc: int, size: int, encoded: bytes, extra: bytes) -> bytes:

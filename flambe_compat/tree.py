@@ -227,22 +227,27 @@ def state_to_tree(state: State) -> SaveTreeNode:
     for a state without flambe's metadata (read archives are checked by their schema).
     """
     metadata = getattr(state, "_metadata", None)
+    if not isinstance(metadata, Mapping):
+        raise _not_flambe_metadata("is not flambe's")
     try:
-        if not isinstance(metadata, Mapping):
-            raise TypeError("no _metadata")
         save_tree = _convert_to_tree(metadata)
-    except (KeyError, TypeError, AttributeError) as error:
-        lacks = f"lacks {error}" if isinstance(error, KeyError) else "is not flambe's"
-        raise ValueError(
-            f"not a flambe State: its _metadata {lacks} (save the State that a "
-            "Component's get_state() returns)"
-        ) from None
+    except KeyError as error:
+        raise _not_flambe_metadata(f"lacks {error}") from None
+    except (TypeError, AttributeError):
+        raise _not_flambe_metadata("is not flambe's") from None
     for key, value in state.items():
         _update_save_tree(save_tree, key.split(STATE_DICT_DELIMETER), value)
-    for key, value in state._metadata.items():
+    for key, value in metadata.items():
         if key not in TREE_METADATA_KEYS:
             _update_save_tree_metadata(save_tree, key.split(STATE_DICT_DELIMETER), value)
     return save_tree
+
+
+def _not_flambe_metadata(why: str) -> ValueError:
+    return ValueError(
+        f"not a flambe State: its _metadata {why} (save the State that a Component's "
+        "get_state() returns)"
+    )
 
 
 def tree_to_state(
