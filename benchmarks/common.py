@@ -109,26 +109,15 @@ def floor_steps(state: Mapping[str, torch.Tensor], folder: Path) -> dict[str, St
     }
 
 
-def peak_growth(*command: str) -> int:
-    """Peak RSS growth, in bytes, of `python -m benchmarks.peak_rss COMMAND...`."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.peak_rss", *command],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rss = json.loads(done.stdout)
-    return (rss["after"] - rss["before"]) * 1024
-
-
 def peak_growths(
     args: argparse.Namespace, compress: bool, state: State, work: Path
 ) -> dict[str, tuple[int, int]]:
-    """Peak RSS growth of each save and load (ours, and torch's of the flat file), in one
-    fresh process each: for `state`, and for a state of the same nodes with twice its
-    tensor bytes, which tells the memory per tensor byte from the constant part."""
-    growths: dict[str, list[int]] = {}
+    """Peak RSS growth of each save and load (ours, and torch's of the flat file), each in
+    a process of its own (`benchmarks.peak_rss`): for `state`, and for a state of the same
+    nodes with twice its tensor bytes, which tells the memory per tensor byte from the
+    constant part."""
+    commands: dict[str, list[list[str]]] = {}
+    written: list[Path] = []
     for size_mb in (args.size_mb, 2 * args.size_mb):
         one = state if size_mb == args.size_mb else flambe_state(size_mb, args.nodes)
         sized = argparse.Namespace(**{**vars(args), "size_mb": size_mb})
@@ -137,17 +126,27 @@ def peak_growths(
         protocol = {} if args.protocol is None else {"protocol": args.protocol}
         save_state_to_file(one, base, compress=compress, **protocol)
         torch.save(dict(one), flat)
+        written += [archive, flat]
         measured = {
-            "save": ("save", "flambe_compat", str(archive), *state_flags(sized, compress)),
-            "load": ("load", "flambe_compat", str(archive)),
-            "torch_save": ("save", "torch", str(flat), *state_flags(sized, False)),
-            "torch_load": ("load", "torch", str(flat)),
+            "save": ["save", "flambe_compat", str(archive), *state_flags(sized, compress)],
+            "load": ["load", "flambe_compat", str(archive)],
+            "torch_save": ["save", "torch", str(flat), *state_flags(sized, False)],
+            "torch_load": ["load", "torch", str(flat)],
         }
         for step, command in measured.items():
-            growths.setdefault(step, []).append(peak_growth(*command))
-        remove(archive)
-        flat.unlink()
-    return {step: (one, two) for step, (one, two) in growths.items()}
+            commands.setdefault(step, []).append(command)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peak_rss"],
+        input=json.dumps([command for pair in commands.values() for command in pair]),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    for path in written:
+        remove(path)
+    growths = iter((rss["after"] - rss["before"]) * 1024 for rss in json.loads(done.stdout))
+    return {step: (next(growths), next(growths)) for step in commands}
 
 
 def memory_line(doing: str, growth: tuple[int, int], size: int) -> str:
@@ -216,8 +215,8 @@ def run_benchmark(name: str, args: argparse.Namespace, compress: bool = False) -
     for step, yardstick in STEPS.items():
         print(step_line(f"{step} ratio", times, step, f"torch_{step}", "flambe_compat", yardstick))
     for step, yardstick in STEPS.items():
-        label, base = f"floor {step} ratio", f"torch_{step}"
-        print(step_line(label, times, f"floor_{step}", base, "floor", yardstick))
+        label, torch_step = f"floor {step} ratio", f"torch_{step}"
+        print(step_line(label, times, f"floor_{step}", torch_step, "floor", yardstick))
     for step, doing in (("save", "saving"), ("load", "loading")):
         ours = memory_line(f"peak RSS while {doing}:", peaks[step], size)
         theirs = memory_line(f"{STEPS[step]} of the flat file", peaks[f"torch_{step}"], size)
