@@ -26,7 +26,8 @@ case "${1:-}" in
     # a private temp root: pytest's cleanup of a shared one can trip on deep trees
     BASETEMP=$(mktemp -d)
     trap 'rm -rf "$BASETEMP"' EXIT
-    "$PY" -m pytest --basetemp="$BASETEMP/pytest" "${@:2}"
+    # one worker per core, at most 4 (each imports torch); `-n 0` after it runs serially
+    "$PY" -m pytest --basetemp="$BASETEMP/pytest" -n auto --maxprocesses 4 "${@:2}"
     ;;
   *)
     echo "usage: bash dev.sh demo [ARCHIVE] | bash dev.sh test [PYTEST ARGS]" >&2
