@@ -32,7 +32,7 @@ from flambe_compat.store import StoreError
 from flambe_compat.tree import node_metadata
 from tests.bulkstore import BAD, BOMB_CAP, hanging_pickle, make_store
 from tests.corpus import CORPUS, snapshot
-from tests.test_atomic import dead_pid
+from tests.test_publish import dead_pid
 
 QUICK = Options(retries=0, time_limit=120)
 

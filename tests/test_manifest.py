@@ -23,7 +23,7 @@ from flambe_compat.layout import MANIFEST_FILE_NAME
 from flambe_compat.manifest import unsafe_globals
 from flambe_compat.resources import resource_path
 from flambe_compat.write import write_protocol2
-from tests.test_write_protocol2 import make_state, wrapper_state
+from tests.test_write import make_state, wrapper_state
 
 SCHEMAS = ("2.0.json", "pickle-2.0.json")
 

@@ -20,7 +20,7 @@ from flambe_compat.unpickle import Trust
 from flambe_compat.write import write_protocol1, write_protocol2
 from tests.corpus import CORPUS
 from tests.oracle import REPO
-from tests.test_write_protocol2 import make_state
+from tests.test_write import make_state
 from tests.test_ziprecords import record_reads
 
 SMALL = CORPUS / "0.4.18-zip/wrapper-dir"

@@ -15,7 +15,7 @@ import pytest
 
 from flambe_compat.container import opened
 from flambe_compat.scratch import process_alive, sweep_dead, temporary_folder
-from tests.test_atomic import dead_pid
+from tests.test_publish import dead_pid
 
 CORPUS = Path(__file__).parent.parent / "fixtures" / "flambe-corpus"
 

@@ -17,7 +17,7 @@ import torch
 from flambe_compat import load_state_from_file, save_state_to_file
 from flambe_compat.torchzip import Declined, load_zip, save_zip
 from flambe_compat.unpickle import Trust, UnsafeGlobalError, pickle_module_for
-from tests.test_write_protocol2 import make_state
+from tests.test_write import make_state
 
 UNPICKLER = pickle_module_for(Trust()).Unpickler
 

@@ -1,4 +1,6 @@
-"""The protocol 2 writer: flambe's layout plus manifest.json, plain zip-format payloads."""
+"""The writer (`flambe_compat.write`) in protocol 2: flambe's layout plus manifest.json, plain
+zip-format payloads (protocol 1 saves: `test_roundtrip.py` and, against real flambe,
+`test_interop_oracle.py`)."""
 
 from __future__ import annotations
 

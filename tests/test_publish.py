@@ -1,4 +1,5 @@
-"""Saves are atomic: an archive appears at its path complete or not at all.
+"""Saves are atomic (`flambe_compat.publish`): an archive appears at its path complete or
+not at all.
 
 The crash tests fork a process that saves a 12-node state (both protocols, all four
 modes), SIGKILL it at stepped points across the measured duration of a save, and check
@@ -30,7 +31,7 @@ from flambe_compat.container import opened
 from flambe_compat.integrity import state_from_payload
 from flambe_compat.state import State
 from flambe_compat.write import archive_path, write_protocol1, write_protocol2
-from tests.test_write_protocol2 import MODES, assert_same, checked_manifest, make_state
+from tests.test_write import MODES, assert_same, checked_manifest, make_state
 
 pytestmark = pytest.mark.slow
 
