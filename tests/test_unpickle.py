@@ -26,22 +26,22 @@ from flambe_compat.unpickle import (
     torch_load,
     unpickle,
 )
+from tests.badinputs import a_pickle, op_call, op_global, op_int, op_text
 
 
 def load(data: bytes, trust: Trust | None = None) -> Any:
     return unpickle(io.BytesIO(data), trust or Trust())
 
 
-def global_op(qualified: str) -> bytes:
-    """The GLOBAL opcode naming `module.name`."""
-    module, _, name = qualified.rpartition(".")
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+def reduce_call(module: str, name: str, *args: int) -> bytes:
+    """A protocol 2 pickle calling `module.name(*args)`."""
+    return a_pickle(op_call(op_global(module, name), *map(op_int, args)))
 
 
-def reduce_call(qualified: str, *args: int) -> bytes:
-    """A protocol 2 pickle calling `qualified(*args)` (ints only)."""
-    pushed = b"".join(b"J" + arg.to_bytes(4, "little", signed=True) for arg in args)
-    return b"\x80\x02" + global_op(qualified) + b"(" + pushed + b"tR."
+def build_on(module: str, name: str, attribute: str) -> bytes:
+    """A pickle applying BUILD `(None, {attribute: 1})` to the global `module.name`."""
+    state = b"N}" + op_text(attribute) + op_int(1) + b"s\x86"
+    return a_pickle(op_global(module, name) + state + b"b")
 
 
 def test_plain_values_load() -> None:
@@ -76,7 +76,7 @@ def test_allow_globals_admits_the_names_given() -> None:
     assert Trust.of([collections.Counter]) == Trust(allow_globals=("collections.Counter",))
     with pytest.raises(UnsafeGlobalError, match="cannot be found"):
         load(
-            b"\x80\x02" + global_op("collections.NoSuchThing") + b".",
+            a_pickle(op_global("collections", "NoSuchThing")),
             Trust(allow_globals=("collections.NoSuchThing",)),
         )
 
@@ -89,30 +89,27 @@ def test_trusted_loads_any_global() -> None:
 @pytest.mark.parametrize(
     ("name", "args", "refusal"),
     [
-        ("builtins.bytes", (1 << 30,), "a size, not data"),
-        ("builtins.bytearray", (1 << 30,), "a size, not data"),
-        ("builtins.range", (0, MAX_RANGE + 1), "longer than"),
+        ("bytes", (1 << 30,), "a size, not data"),
+        ("bytearray", (1 << 30,), "a size, not data"),
+        ("range", (0, MAX_RANGE + 1), "longer than"),
     ],
 )
 def test_constructors_that_allocate_without_bound_are_refused(
     name: str, args: tuple[int, ...], refusal: str
 ) -> None:
     with pytest.raises(pickle.UnpicklingError, match=refusal):
-        load(reduce_call(name, *args))
+        load(reduce_call("builtins", name, *args))
 
 
 def test_checked_constructors_still_build_values() -> None:
-    assert load(reduce_call("builtins.range", 3, 9)) == range(3, 9)
+    assert load(reduce_call("builtins", "range", 3, 9)) == range(3, 9)
     assert load(pickle.dumps(bytearray(b"abc"), protocol=2)) == bytearray(b"abc")
     assert load(pickle.dumps(range(5), protocol=2)) == range(5)
 
 
 def test_dill_types_only_for_harmless_builtins() -> None:
     def dill_type(name: str) -> bytes:
-        text = name.encode()
-        return b"\x80\x02" + global_op("dill._dill._load_type") + b"X" + (
-            len(text).to_bytes(4, "little") + text
-        ) + b"\x85R."  # fmt: skip
+        return a_pickle(op_call(op_global("dill._dill", "_load_type"), op_text(name)))
 
     assert load(dill_type("set")) is set
     with pytest.raises(UnsafeGlobalError, match="outside the harmless builtins"):
@@ -123,18 +120,14 @@ def test_an_allowed_function_comes_back_as_a_fresh_partial() -> None:
     target = torch._utils._rebuild_tensor_v2
     loaded = load(pickle.dumps(target, protocol=2))
     assert loaded.func is target and loaded is not load(pickle.dumps(target, protocol=2))
-    build = (
-        b"\x80\x02" + global_op("torch._utils._rebuild_tensor_v2")
-        + b"N}X\x06\x00\x00\x00injectK\x01s\x86b."
-    )  # fmt: skip
+    build = build_on("torch._utils", "_rebuild_tensor_v2", "inject")
     with pytest.raises(TypeError, match="partial state"):  # BUILD reaches the partial only
         load(build)
     assert not hasattr(target, "inject")
 
 
 def test_a_build_on_an_allowed_class_is_refused_and_undone() -> None:
-    state = b"N}X\x01\x00\x00\x00xK\x01s\x86b."  # BUILD (None, {"x": 1})
-    data = b"\x80\x02" + global_op("flambe_compat.state.State") + state
+    data = build_on("flambe_compat.state", "State", "x")
     with pytest.raises(pickle.UnpicklingError, match="modified the class flambe_compat"):
         load(data)
     assert "x" not in vars(State)
