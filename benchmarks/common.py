@@ -116,7 +116,7 @@ def peak_growths(
     a process of its own (`benchmarks.peak_rss`): for `state`, and for a state of the same
     nodes with twice its tensor bytes, which tells the memory per tensor byte from the
     constant part."""
-    commands: dict[str, list[list[str]]] = {}
+    commands: list[tuple[str, list[str]]] = []
     written: list[Path] = []
     for size_mb in (args.size_mb, 2 * args.size_mb):
         one = state if size_mb == args.size_mb else flambe_state(size_mb, args.nodes)
@@ -133,11 +133,10 @@ def peak_growths(
             "torch_save": ["save", "torch", str(flat), *state_flags(sized, False)],
             "torch_load": ["load", "torch", str(flat)],
         }
-        for step, command in measured.items():
-            commands.setdefault(step, []).append(command)
+        commands += measured.items()
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.peak_rss"],
-        input=json.dumps([command for pair in commands.values() for command in pair]),
+        input=json.dumps([command for _, command in commands]),
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -145,8 +144,10 @@ def peak_growths(
     )
     for path in written:
         remove(path)
-    growths = iter((rss["after"] - rss["before"]) * 1024 for rss in json.loads(done.stdout))
-    return {step: (next(growths), next(growths)) for step in commands}
+    growths: dict[str, list[int]] = {}
+    for (step, _), rss in zip(commands, json.loads(done.stdout), strict=True):
+        growths.setdefault(step, []).append((rss["after"] - rss["before"]) * 1024)
+    return {step: (one, two) for step, (one, two) in growths.items()}
 
 
 def memory_line(doing: str, growth: tuple[int, int], size: int) -> str:

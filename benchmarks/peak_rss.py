@@ -44,8 +44,10 @@ def peak_rss_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def _reset_peak() -> None:
+def _reset_peak() -> int:
+    """Reset `VmHWM` to the current resident set; returns it, in KiB."""
     Path("/proc/self/clear_refs").write_text("5")
+    return peak_rss_kib()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,14 +67,12 @@ def measure(command: list[str]) -> dict[str, int]:
     args = _parser().parse_args(command)
     if args.step == "load":
         load = load_state_from_file if args.who == "flambe_compat" else torch.load
-        _reset_peak()
-        before = peak_rss_kib()
+        before = _reset_peak()
         touch(load(args.path))
         return {"before": before, "after": peak_rss_kib()}
     state = flambe_state(args.size_mb, args.nodes)
     protocol = {} if args.protocol is None else {"protocol": args.protocol}
-    _reset_peak()
-    before = peak_rss_kib()
+    before = _reset_peak()
     if args.who == "torch":
         torch.save(dict(state), args.path)
     else:
