@@ -18,13 +18,17 @@ Guarantees:
 Limits: a member unpacks to at most `MAX_MEMBER_BYTES`; in flight, a stream holds one
 member more than it has threads (under 10 MiB each) in memory.
 
->>> import io, tarfile, tempfile, pathlib
->>> work = pathlib.Path(tempfile.mkdtemp())
->>> _ = (work / "m").mkdir(), (work / "m" / "a.txt").write_text("hello")
->>> write_tar_gz(work / "m", "m", work / "m.tar.gz")
->>> with tarfile.open(work / "m.tar.gz", "r:gz") as tar:  # what flambe does
-...     tar.getnames()
-['m', 'm/a.txt']
+A tarball is streamed into the gzip members (`tar_gz_writer`): each file's size is
+given before its bytes, so nothing is staged on disk first.
+
+>>> import tarfile, tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "m.tar.gz"
+>>> with tar_gz_writer(path) as tar:
+...     tar.folder("m")
+...     tar.file("m/a.txt", b"hello")
+>>> with tarfile.open(path, "r:gz") as tar:  # what flambe does
+...     tar.getnames(), tar.extractfile("m/a.txt").read()
+(['m', 'm/a.txt'], b'hello')
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import io
 import os
 import struct
 import tarfile
+import time
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,6 +76,7 @@ _THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity
 _DEPTH = _THREADS + 1
 """Members in flight: enough to keep every thread busy."""
 _Item = TypeVar("_Item")
+_OWNER = (os.getuid(), os.getgid()) if hasattr(os, "getuid") else (0, 0)
 
 _FEXTRA = 4
 _OS_UNKNOWN = 255
@@ -130,13 +136,72 @@ def gzip_reader(path: Path, use_isal: bool | None = None) -> Iterator[Unpacked]:
             yield Unpacked(lambda: sequential.read(_BLOCK))
 
 
-def write_tar_gz(folder: Path, arcname: str, target: Path, use_isal: bool | None = None) -> None:
-    """Tar the file or folder `folder` as `arcname` into the new tar.gz file `target`."""
-    with (
-        gzip_writer(target, use_isal) as stream,
-        tarfile.TarFile(fileobj=stream, mode="w", copybufsize=_BLOCK) as tar,
-    ):
-        tar.add(folder, arcname=arcname)
+@contextlib.contextmanager
+def tar_gz_writer(path: Path, use_isal: bool | None = None) -> Iterator[TarWriter]:
+    """A new tar.gz file at `path`, its tarball written member by member (`TarWriter`)."""
+    with gzip_writer(path, use_isal) as stream:
+        tar = TarWriter(stream)
+        yield tar
+        tar.close()
+
+
+class TarWriter:
+    """A tarball written front to back, as `tarfile` writes one (pax headers where a
+    name needs them), with each member's size given before its bytes.
+
+    A member's bytes are streamed in as they are made, without a copy on disk;
+    `member` refuses more or fewer bytes than it announced. Members get the current
+    time, modes 0o644 (files) and 0o755 (folders) and the writer's uid and gid.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._offset = 0
+        self._mtime = int(time.time())
+
+    def folder(self, name: str) -> None:
+        self._header(name, tarfile.DIRTYPE, 0)
+
+    def file(self, name: str, data: ReadableBuffer) -> None:
+        """A member holding `data`."""
+        view = memoryview(data).cast("B")
+        with self.member(name, view.nbytes) as write:
+            write(view)
+
+    @contextlib.contextmanager
+    def member(self, name: str, size: int) -> Iterator[Callable[[ReadableBuffer], None]]:
+        """A member of `size` bytes, which the block writes with the function it gets."""
+        self._header(name, tarfile.REGTYPE, size)
+        written = 0
+
+        def write(data: ReadableBuffer) -> None:
+            nonlocal written
+            view = memoryview(data).cast("B")
+            written += view.nbytes
+            if written > size:
+                raise ValueError(f"tar member {name!r} is longer than the {size} bytes announced")
+            self._write(view)
+
+        yield write
+        if written != size:
+            raise ValueError(f"tar member {name!r} got {written} of the {size} bytes announced")
+        self._write(bytes(-size % tarfile.BLOCKSIZE))
+
+    def close(self) -> None:
+        """The end of the archive: two empty blocks, then zeros to a whole record."""
+        end = 2 * tarfile.BLOCKSIZE
+        self._write(bytes(end + -(self._offset + end) % tarfile.RECORDSIZE))
+
+    def _header(self, name: str, kind: bytes, size: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.type, info.size, info.mtime = kind, size, self._mtime
+        info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+        info.uid, info.gid = _OWNER
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def _write(self, data: ReadableBuffer) -> None:
+        self._stream.write(data)
+        self._offset += memoryview(data).nbytes
 
 
 def _library(use_isal: bool | None) -> tuple[Any, int]:

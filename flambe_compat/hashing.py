@@ -16,8 +16,10 @@ system call both release the GIL, so the hash costs no time when a core is free.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -32,7 +34,8 @@ thread hand-off costs more than hashing a zip header."""
 
 
 class HashedFile:
-    """A new binary file (refusing to replace one) that hashes what is written to it.
+    """A new binary file (refusing to replace one) that hashes what is written to it;
+    given a function instead of a path, the bytes go to it (a tar member's writer).
 
     With `hasher`, chunks of `PARALLEL_BYTES` or more are hashed there while they are
     written; `write` returns once both are done, so the caller may reuse its buffer, and
@@ -42,8 +45,18 @@ class HashedFile:
     hashed inline: handing a 100 KB file's hash to a thread made many-node saves slower.
     """
 
-    def __init__(self, path: str | os.PathLike[str], hasher: Executor | None = None) -> None:
-        self._descriptor = os.open(path, _NEW_FILE, 0o666)
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | Callable[[memoryview], object],
+        hasher: Executor | None = None,
+    ) -> None:
+        self._descriptor: int | None = None
+        self._write: Callable[[memoryview], object]
+        if callable(target):
+            self._write = target
+        else:
+            self._descriptor = descriptor = os.open(target, _NEW_FILE, 0o666)
+            self._write = functools.partial(_write_all, descriptor)
         self._digest = hashlib.sha256()
         self._hasher = hasher
         self._pending = bytearray()
@@ -99,9 +112,6 @@ class HashedFile:
             self._last.result()
             self._last = None
 
-    def _write(self, view: memoryview) -> None:
-        _write_all(self._descriptor, view)
-
     @property
     def sha256(self) -> str:
         self.flush()
@@ -121,7 +131,8 @@ class HashedFile:
             if kind is None:
                 self.flush()
         finally:
-            os.close(self._descriptor)
+            if self._descriptor is not None:
+                os.close(self._descriptor)
 
 
 class WrittenFile(NamedTuple):
@@ -139,6 +150,11 @@ def write_hashed(path: str | os.PathLike[str], data: bytes) -> WrittenFile:
         _write_all(descriptor, memoryview(data))
     finally:
         os.close(descriptor)
+    return digest_of(data)
+
+
+def digest_of(data: bytes) -> WrittenFile:
+    """The size and sha256 of `data`."""
     return WrittenFile(len(data), hashlib.sha256(data).hexdigest())
 
 

@@ -23,13 +23,11 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from .layout import (
-    MANIFEST_FILE_NAME,
     PICKLE_HEADER_KEY,
     STATE_DICT_DELIMETER,
 )
@@ -110,17 +108,10 @@ def manifest_node(path: list[str], node: SaveTreeNode) -> dict[str, Any]:
     }
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
-    """Write `manifest.json`, the archive's commit marker: UTF-8 JSON with sorted keys,
-    one line per top-level key and one per item of a top-level list (each node, each
-    file). Readable, and written by json's C encoder, which `indent` would turn off."""
-    path = root / MANIFEST_FILE_NAME
-    path.write_text(manifest_text(manifest), encoding="utf-8")
-    return path
-
-
 def manifest_text(manifest: dict[str, Any]) -> str:
-    """The text of `manifest.json` (see `write_manifest`).
+    """The text of `manifest.json`, the archive's commit marker: UTF-8 JSON with sorted
+    keys, one line per top-level key and one per item of a top-level list (each node,
+    each file). Readable, and written by json's C encoder, which `indent` would turn off.
 
     >>> print(manifest_text({"b": [1, {"y": 2, "x": 1}], "a": {"k": []}}), end="")
     {

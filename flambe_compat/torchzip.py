@@ -39,6 +39,7 @@ import struct
 import sys
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -259,6 +260,8 @@ _STORED_VERSION = 20
 _DOS_DATE = (1 << 5) | 1  # 1980-01-01: zip's first date
 MAX_ZIP_BYTES = (1 << 32) - (1 << 24)
 """Files this writer keeps below (no ZIP64 records); larger payloads go to `torch.save`."""
+_ARCHIVE_PREFIX = "archive"
+"""The folder torch names the records of a file written to a buffer."""
 _FORMAT_RECORDS = ((".format_version", b"1"), (".storage_alignment", b"64"))
 _DATA_DESCRIPTOR = 1 << 3
 """The flag of a record whose CRC and sizes follow its bytes."""
@@ -273,13 +276,28 @@ def save_zip(
 ) -> bytes | None:
     """Write `value` to `file` as `torch.save(value, file, pickle, pickle_protocol)` would,
     in one sequential pass; returns the pickle (`data.pkl`), or `None`, having written
-    nothing, for a value whose tensors do not fit in `MAX_ZIP_BYTES`.
+    nothing, for a value whose tensors do not fit in `MAX_ZIP_BYTES` (see `plan_zip`)."""
+    planned = plan_zip(value, pickle_protocol)
+    if planned is None:
+        return None
+    planned.write(file, executor)
+    return planned.pickled
+
+
+def plan_zip(value: Any, pickle_protocol: int = 2) -> PlannedZip | None:
+    """`value` pickled for its torch file, whose size is known before a byte is written
+    (a tar member announces its size first); `None` for a value whose tensors do not fit
+    in `MAX_ZIP_BYTES`.
 
     The pickle is made with the standard `pickle` and torch's own reductions of tensors;
-    storages on other devices are copied to the CPU and keep their location, as torch's.
-    The file depends on the pickle and the tensor bytes only (no random id), so a value
-    without tensors (most stashes) is built once and its bytes reused. With `executor`,
-    the CRC of large records is computed there while they are written.
+    storages on other devices are copied to the CPU as they are written and keep their
+    location, as torch's. The file depends on the pickle and the tensor bytes only (no
+    random id), so a value without tensors (most stashes) is built once and reused.
+
+    >>> import io, torch
+    >>> planned = plan_zip({"w": torch.ones(2)}); buffer = io.BytesIO()
+    >>> planned.write(buffer); planned.size == len(buffer.getvalue())
+    True
     """
     buffer = io.BytesIO()
     pickler = _StoragePickler(buffer, protocol=pickle_protocol)
@@ -287,12 +305,27 @@ def save_zip(
     pickled = buffer.getvalue()
     storages = list(pickler.storages.values())
     if not storages:
-        file.write(_plain_file(pickled))
-        return pickled
+        return PlannedZip(pickled, [], len(_plain_file(pickled)))
     if sum(storage.nbytes() for _, storage in storages) >= MAX_ZIP_BYTES:
         return None
-    _write_zip(file, pickled, storages, executor)
-    return pickled
+    return PlannedZip(pickled, storages, _zip_size(_records(pickled, storages)))
+
+
+@dataclass(frozen=True)
+class PlannedZip:
+    """A torch file to write (`plan_zip`): its pickle, its storages and its size."""
+
+    pickled: bytes
+    storages: list[tuple[str, torch.UntypedStorage]]
+    size: int
+
+    def write(self, file: IO[bytes], executor: Executor | None = None) -> None:
+        """Write the file; with `executor`, the CRC of large records is computed there
+        while they are written."""
+        if not self.storages:
+            file.write(_plain_file(self.pickled))
+        else:
+            _write_zip(file, _records(self.pickled, self.storages), executor)
 
 
 class _StoragePickler(pickle.Pickler):
@@ -328,26 +361,42 @@ class _StoragePickler(pickle.Pickler):
 def _plain_file(pickled: bytes) -> bytes:
     """The whole torch file of a pickle that names no storage."""
     buffer = io.BytesIO()
-    _write_zip(buffer, pickled, [])
+    _write_zip(buffer, _records(pickled, []))
     return buffer.getvalue()
 
 
-def _write_zip(
-    file: IO[bytes],
-    pickled: bytes,
-    storages: list[tuple[str, torch.UntypedStorage]],
-    executor: Executor | None = None,
-) -> None:
-    writer = _ZipWriter(file, "archive", executor)
-    writer.add("data.pkl", pickled)
-    for name, data in _FORMAT_RECORDS:
-        writer.add(name, data)
-    writer.add("byteorder", sys.byteorder.encode())
-    for key, storage in storages:
-        writer.add(f"data/{key}", _bytes_of(storage))
-    writer.add("version", b"3\n")
-    writer.add(".data/serialization_id", f"{isal_zlib.crc32(pickled):040d}".encode())
+_Record = tuple[str, "bytes | torch.UntypedStorage"]
+
+
+def _records(pickled: bytes, storages: list[tuple[str, torch.UntypedStorage]]) -> list[_Record]:
+    """The records of a torch file, in torch's order: the pickle, the format's own, each
+    storage's bytes, the version and a serialization id (the pickle's CRC, not random)."""
+    return [
+        ("data.pkl", pickled),
+        *_FORMAT_RECORDS,
+        ("byteorder", sys.byteorder.encode()),
+        *((f"data/{key}", storage) for key, storage in storages),
+        ("version", b"3\n"),
+        (".data/serialization_id", f"{isal_zlib.crc32(pickled):040d}".encode()),
+    ]
+
+
+def _write_zip(file: IO[bytes], records: list[_Record], executor: Executor | None = None) -> None:
+    writer = _ZipWriter(file, _ARCHIVE_PREFIX, executor)
+    for name, data in records:
+        writer.add(name, data if isinstance(data, bytes) else _bytes_of(data))
     writer.finish()
+
+
+def _zip_size(records: list[_Record]) -> int:
+    """The size of the file `_ZipWriter` makes of `records`, from their sizes alone."""
+    end = directory = 0
+    for name, data in records:
+        encoded = _record_name(_ARCHIVE_PREFIX, name)
+        size = len(data) if isinstance(data, bytes) else data.nbytes()
+        end += _record_bytes(end, encoded, size)
+        directory += CENTRAL_HEADER.size + len(encoded)
+    return end + directory + END_OF_CENTRAL_DIRECTORY.size
 
 
 def _bytes_of(storage: torch.UntypedStorage) -> memoryview:
@@ -363,10 +412,11 @@ def _bytes_of(storage: torch.UntypedStorage) -> memoryview:
 class _ZipWriter:
     """A zip file of stored records written front to back, then its central directory.
 
-    A small record's local header carries its CRC and sizes. A large one's CRC is
-    computed on `executor` (when given) while its bytes are written, so its header
-    defers them to a data descriptor after the bytes (general purpose flag bit 3), as
-    zip allows and torch's reader and `zipfile` read.
+    A small record's local header carries its CRC and sizes. A large one's (`_deferred`)
+    header defers them to a data descriptor after its bytes (general purpose flag bit
+    3), as zip allows and torch's reader and `zipfile` read: its CRC is computed on
+    `executor` (when given) while the bytes are written. The layout depends on the
+    records' names and sizes alone (`_zip_size`).
     """
 
     def __init__(self, file: IO[bytes], prefix: str, executor: Executor | None = None) -> None:
@@ -380,20 +430,20 @@ class _ZipWriter:
     def add(self, name: str, data: bytes | memoryview) -> None:
         encoded = _record_name(self._prefix, name)
         size = len(data)
-        executor = self._executor if size >= _DEFERRED_CRC_BYTES else None
         extra = _padding((self._offset + LOCAL_HEADER.size + len(encoded)) % _ALIGNMENT)
         offset = self._offset
-        if executor is not None:
-            crc_of_data = executor.submit(isal_zlib.crc32, data)
-            self._write(_local_header(_DATA_DESCRIPTOR, 0, 0, encoded, extra))
+        flags = _DATA_DESCRIPTOR if _deferred(size) else 0
+        if flags:
+            executor = self._executor
+            crc_of_data = None if executor is None else executor.submit(isal_zlib.crc32, data)
+            self._write(_local_header(flags, 0, 0, encoded, extra))
             self._write(data)
-            crc = crc_of_data.result()
+            crc = isal_zlib.crc32(data) if crc_of_data is None else crc_of_data.result()
             self._write(_DESCRIPTOR.pack(_DESCRIPTOR_MAGIC, crc, size, size))
         else:
             crc = isal_zlib.crc32(data)
-            self._write(_local_header(0, crc, size, encoded, extra))
+            self._write(_local_header(flags, crc, size, encoded, extra))
             self._write(data)
-        flags = 0 if executor is None else _DATA_DESCRIPTOR
         central = CENTRAL_HEADER.pack(
             b"PK\x01\x02", _STORED_VERSION, _STORED_VERSION, flags, 0, 0, _DOS_DATE, crc,
             size, size, len(encoded), 0, 0, 0, 0, 0, offset,
@@ -416,6 +466,18 @@ class _ZipWriter:
 @functools.lru_cache(maxsize=256)
 def _record_name(prefix: str, name: str) -> bytes:
     return f"{prefix}/{name}".encode()
+
+
+def _deferred(size: int) -> bool:
+    """Whether a record's CRC follows its bytes, in a data descriptor."""
+    return size >= _DEFERRED_CRC_BYTES
+
+
+def _record_bytes(offset: int, encoded: bytes, size: int) -> int:
+    """The length of a record starting at `offset`: header, padding, bytes, descriptor."""
+    header = LOCAL_HEADER.size + len(encoded)
+    descriptor = _DESCRIPTOR.size if _deferred(size) else 0
+    return header + len(_padding((offset + header) % _ALIGNMENT)) + size + descriptor
 
 
 @functools.lru_cache(maxsize=_ALIGNMENT)

@@ -2,11 +2,13 @@
 
 The four modes of `save_state_to_file`: a folder mirroring the Components, that folder
 in a tar.gz, one pickle of the `State`, or that pickle in a tar.gz. Both protocols share
-the folder writer and the staging and atomic publishing of `flambe_compat.publish`;
-protocol 2 adds `manifest.json` (see `flambe_compat.manifest`). Protocol 1 differs from
-flambe, invisibly to its readers: folder names below a dotted folder are right,
-`requirements.txt` comes from `importlib.metadata` instead of `pip freeze`, the archive
-is published atomically, and gzip is faster (see `flambe_compat.compress`).
+the folder writer, which streams a compressed save's files into its tar.gz as they are
+made (`flambe_compat.destination`), and the staging and atomic publishing of
+`flambe_compat.publish`; protocol 2 adds `manifest.json` (see `flambe_compat.manifest`).
+Protocol 1 differs from flambe, invisibly to its readers: folder names below a dotted
+folder are right, `requirements.txt` comes from `importlib.metadata` instead of `pip
+freeze`, the archive is published atomically, and gzip is faster (see
+`flambe_compat.compress`).
 
 >>> import tempfile, pathlib
 >>> from flambe_compat.tree import node_metadata
@@ -19,10 +21,8 @@ PosixPath('.../m.tar.gz')
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.metadata
-import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -35,12 +35,14 @@ import dill
 import torch
 
 from .archive import Archive, Layout
-from .compress import write_tar_gz
-from .hashing import HashedFile, WrittenFile, write_hashed
+from .compress import tar_gz_writer
+from .destination import Destination, Folder, Tarball
+from .hashing import HashedFile, WrittenFile
 from .layout import (
     COMPRESSED_SUFFIX,
     CONFIG_FILE_NAME,
     DEFAULT_PROTOCOL,
+    MANIFEST_FILE_NAME,
     PICKLE_SUFFIX,
     PROTOCOL_1,
     PROTOCOL_VERSION_FILE_NAME,
@@ -50,13 +52,13 @@ from .layout import (
     STATE_FILE_NAME,
     VERSION_FILE_NAME,
 )
-from .manifest import PROTOCOL_2, build_manifest, pickle_payload, write_manifest
+from .manifest import PROTOCOL_2, build_manifest, manifest_text, pickle_payload
 from .manifest import REVISION as REVISION_2
 from .payload import scan_pickle
 from .publish import check_target, publish, staging
 from .revisions import FLAMBE_READABLE, Revision, info
 from .state import State
-from .torchzip import save_zip
+from .torchzip import plan_zip
 from .tree import SaveTreeNode, _traverse_all_nodes, node_payload, tree_metadata
 from .unpickle import LEGACY_STATE
 
@@ -165,12 +167,12 @@ def write_archive(
     encoding = encoding or encoding_for(archive.revision)
     pickle_only = archive.layout == "pickle"
 
-    def build(inner: Path) -> None:
+    def build(files: Destination, name: str) -> None:
         if pickle_only:
-            _write_pickle(archive, inner, encoding)
+            _write_pickle(archive, files, name, encoding)
             return
-        written = _write_folder(archive, inner, encoding)
-        if encoding.protocol == PROTOCOL_2:
+        written = _write_folder(archive, files, encoding)
+        if encoding.protocol == PROTOCOL_2:  # the manifest, the commit marker, comes last
             manifest = build_manifest(
                 archive.tree,
                 archive.keep_vars,
@@ -178,18 +180,19 @@ def write_archive(
                 written.named_globals,
                 archive.original_revision,
             )
-            write_manifest(inner, manifest)
+            files.whole(MANIFEST_FILE_NAME, manifest_text(manifest).encode("utf-8"))
 
     return _write_archive(path, compress, pickle_only, overwrite, build)
 
 
-def _write_pickle(archive: Archive, path: Path, encoding: Encoding) -> None:
+def _write_pickle(archive: Archive, files: Destination, name: str, encoding: Encoding) -> None:
     """The one file of a pickle-only archive: the only writer of a flat `State`."""
     state = archive.state()
-    if encoding.protocol == PROTOCOL_2:
-        torch.save(pickle_payload(state, archive.original_revision), path, pickle, DEFAULT_PROTOCOL)
-    else:
-        with path.open("wb") as file:
+    with files.plain(name) as file:
+        if encoding.protocol == PROTOCOL_2:
+            payload = pickle_payload(state, archive.original_revision)
+            torch.save(payload, file, pickle, DEFAULT_PROTOCOL)
+        else:
             dump_legacy_pickle(state, file, encoding.pickle_module, encoding.pickle_protocol)
 
 
@@ -198,30 +201,34 @@ def _write_archive(
     compress: bool,
     pickle_only: bool,
     overwrite: bool,
-    build: Callable[[Path], None],
+    build: Callable[[Destination, str], None],
 ) -> Path:
-    """Build the save with `build(inner)` in a staging folder, tar it if asked, publish it."""
+    """Build the save in a staging folder with `build(files, name)` and publish it.
+
+    A folder is built below `files` at its root, a pickle-only archive as its file
+    `name`; compressed, they are streamed into the tar.gz as members below `name`.
+    """
     target = archive_path(path, compress, pickle_only)
     check_target(target, overwrite)
     inner_name = archive_path(path, False, pickle_only).name
     with staging(target) as scratch:
-        inner = scratch / inner_name
-        build(inner)
-        built = inner
-        if compress:
-            built = scratch / target.name
-            write_tar_gz(inner, inner_name, built)
+        built = scratch / (target.name if compress else inner_name)
+        if not compress:
+            build(Folder(scratch / ("" if pickle_only else inner_name)), inner_name)
+        else:
+            with tar_gz_writer(built) as tar:
+                build(Tarball(tar, "" if pickle_only else inner_name, scratch), inner_name)
         publish(built, target, overwrite)
     return target
 
 
-def _write_folder(archive: Archive, root: Path, encoding: Encoding) -> Written:
+def _write_folder(archive: Archive, files: Destination, encoding: Encoding) -> Written:
     """The folder tree and `requirements.txt`; returns what was written (see `Written`)."""
     metadata = tree_metadata(archive.tree, archive.keep_vars)
-    written = write_tree(archive.tree, root, encoding, metadata)
+    written = write_tree(archive.tree, files, encoding, metadata)
     if encoding.requirements:
         text = requirements() if archive.requirements is None else archive.requirements
-        file = write_hashed(root / REQUIREMENTS_FILE_NAME, text.encode("utf-8"))
+        file = files.whole(REQUIREMENTS_FILE_NAME, text.encode("utf-8"))
         written.files[REQUIREMENTS_FILE_NAME] = (file.size, file.sha256)
     return written
 
@@ -236,10 +243,11 @@ class Written:
 
 
 def write_tree(
-    save_tree: SaveTreeNode, root: Path, encoding: Encoding, metadata: Mapping[str, Any]
+    save_tree: SaveTreeNode, files: Destination, encoding: Encoding, metadata: Mapping[str, Any]
 ) -> Written:
-    """One folder per node with flambe's six files, encoded as `encoding` says; the
-    root's `state.pt` records the tree's `metadata` (`tree.tree_metadata`) from 1.3 on.
+    """One folder per node with flambe's six files, encoded as `encoding` says, put in
+    `files`; the root's `state.pt` records the tree's `metadata` (`tree.tree_metadata`)
+    from 1.3 on.
 
     For protocol 2 every file is hashed from the bytes being written (large chunks on a
     helper thread, see `flambe_compat.hashing`) and every payload's pickle is kept for
@@ -252,8 +260,8 @@ def write_tree(
     with ThreadPoolExecutor(max_workers=2) as hasher:  # a tensor's sha256 and its CRC
         for node_path, node in _traverse_all_nodes(save_tree):
             own = {} if node_path else metadata
-            files, pickles = _write_node(node_path, node, own, root, encoding, hasher)
-            hashed.update(files)
+            node_files, pickles = _write_node(node_path, node, own, files, encoding, hasher)
+            hashed.update(node_files)
             for data in pickles:
                 if data not in scanned:
                     scanned.add(data)
@@ -266,22 +274,20 @@ def _write_node(
     node_path: list[str],
     node: SaveTreeNode,
     metadata: Mapping[str, Any],
-    root: Path,
+    files: Destination,
     encoding: Encoding,
     hasher: Executor,
 ) -> tuple[dict[str, HashedFile | WrittenFile], list[bytes]]:
     """One node's folder (`metadata`: the tree's, for the root); returns its files (whose
     digests may still be being computed) and its payloads' pickles (protocol 2 only)."""
     prefix = "".join(f"{part}/" for part in node_path)
-    folder = f"{os.fspath(root)}/{prefix}"  # strings: thousands of Paths cost a few percent
-    with contextlib.suppress(FileExistsError):  # the root may be there already
-        os.mkdir(folder)  # parents come first
+    files.folder(prefix)  # parents come first
     state = node_payload(node, metadata) if encoding.node_metadata else OrderedDict(node.state)
     payloads = [(state, STATE_FILE_NAME)]
     if encoding.torch_stash:
         payloads.append((node.object_stash, STASH_FILE_NAME))
     else:
-        with open(folder + STASH_FILE_NAME, "wb") as file:
+        with files.plain(prefix + STASH_FILE_NAME) as file:
             encoding.pickle_module.dump(node.object_stash, file, encoding.pickle_protocol)
     texts = {
         VERSION_FILE_NAME: f"{node.class_name}:{node.version}",
@@ -291,25 +297,29 @@ def _write_node(
     }
     if encoding.protocol != PROTOCOL_2:
         for value, name in payloads:
-            torch.save(value, folder + name, encoding.pickle_module, encoding.pickle_protocol)
+            with files.plain(prefix + name) as file:
+                torch.save(value, file, encoding.pickle_module, encoding.pickle_protocol)
         for name, text in texts.items():
-            with open(folder + name, "wb") as file:
-                file.write(text.encode("utf-8"))
+            files.whole(prefix + name, text.encode("utf-8"))
         return {}, []
-    files: dict[str, HashedFile | WrittenFile] = {}
+    written: dict[str, HashedFile | WrittenFile] = {}
     pickles = []
     for value, name in payloads:
-        with HashedFile(folder + name, hasher) as hashed:
-            pickled = save_zip(value, cast(IO[bytes], hashed), encoding.pickle_protocol, hasher)
-            if pickled is None:  # too large for a plain zip file: torch writes ZIP64
+        planned = plan_zip(value, encoding.pickle_protocol)
+        size = None if planned is None else planned.size
+        with files.hashed(prefix + name, size, hasher) as hashed:
+            if planned is not None:
+                planned.write(cast(IO[bytes], hashed), hasher)
+                pickled = planned.pickled
+            else:  # too large for a plain zip file: torch writes ZIP64
                 kept = _KeptPickle(encoding.pickle_module)
                 torch.save(value, cast(IO[bytes], hashed), kept, encoding.pickle_protocol)
                 pickled = kept.data
-        files[prefix + name] = hashed
+        written[prefix + name] = hashed
         pickles.append(pickled)
     for name, text in texts.items():
-        files[prefix + name] = write_hashed(folder + name, text.encode("utf-8"))
-    return files, pickles
+        written[prefix + name] = files.whole(prefix + name, text.encode("utf-8"))
+    return written, pickles
 
 
 class _KeptPickle:

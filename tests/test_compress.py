@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flambe_compat import compress
-from flambe_compat.compress import Unpacked, fast, gzip_reader, gzip_writer, write_tar_gz
+from flambe_compat.compress import Unpacked, fast, gzip_reader, gzip_writer, tar_gz_writer
 
 DATA = bytes(range(256)) * 5000 + b"tail"
 IMPLEMENTATIONS = [pytest.param(True, id="isal"), pytest.param(False, id="stdlib")]
@@ -36,15 +36,52 @@ def test_standard_gzip_both_ways(tmp_path: Path, use_isal: bool) -> None:
 
 @pytest.mark.parametrize("use_isal", IMPLEMENTATIONS)
 def test_tarballs_read_by_the_standard_library(tmp_path: Path, use_isal: bool) -> None:
-    folder = tmp_path / "m"
-    (folder / "child").mkdir(parents=True)
-    (folder / "child" / "state.pt").write_bytes(DATA)
-    (folder / "version.txt").write_text("Model:1")
-    write_tar_gz(folder, "m", tmp_path / "m.tar.gz", use_isal)
-    with tarfile.open(tmp_path / "m.tar.gz", "r:gz") as tar:  # flambe 0.4.18's reading
-        assert tar.getnames() == ["m", "m/child", "m/child/state.pt", "m/version.txt"]
-        extracted = tar.extractfile("m/child/state.pt")
+    long_name = "m/" + "deep." * 40 + "/state.pt"  # past ustar's 100 bytes: a pax header
+    with tar_gz_writer(tmp_path / "m.tar.gz", use_isal) as tar:
+        tar.folder("m")
+        tar.folder("m/child")
+        with tar.member("m/child/state.pt", len(DATA)) as write:
+            for start in range(0, len(DATA), 7000):  # a member written in pieces
+                write(DATA[start : start + 7000])
+        tar.file("m/version.txt", b"Model:1")
+        tar.folder(long_name.rsplit("/", 1)[0])
+        tar.file(long_name, b"")
+    with tarfile.open(tmp_path / "m.tar.gz", "r:gz") as read:  # flambe 0.4.18's reading
+        assert read.getnames() == [
+            "m",
+            "m/child",
+            "m/child/state.pt",
+            "m/version.txt",
+            long_name.rsplit("/", 1)[0],
+            long_name,
+        ]
+        assert [member.mode for member in read.getmembers()[:3]] == [0o755, 0o755, 0o644]
+        extracted = read.extractfile("m/child/state.pt")
         assert extracted is not None and extracted.read() == DATA
+    assert (tmp_path / "m.tar.gz").stat().st_size > 0
+    size = len(gzip.decompress((tmp_path / "m.tar.gz").read_bytes()))
+    assert size % tarfile.RECORDSIZE == 0  # padded to whole records, as tarfile pads
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar command")
+def test_gnu_tar_lists_what_it_writes(tmp_path: Path) -> None:
+    with tar_gz_writer(tmp_path / "m.tar.gz") as tar:
+        tar.folder("m")
+        tar.file("m/a.txt", b"hello")
+    listed = subprocess.run(
+        ["tar", "-tzf", str(tmp_path / "m.tar.gz")], capture_output=True, text=True, check=True
+    )
+    assert listed.stdout.split() == ["m/", "m/a.txt"]
+
+
+@pytest.mark.parametrize("count", [3, 5])
+def test_a_member_takes_exactly_the_bytes_it_announced(tmp_path: Path, count: int) -> None:
+    with (
+        pytest.raises(ValueError, match="4 bytes announced"),
+        tar_gz_writer(tmp_path / "m.tgz") as tar,
+        tar.member("m/a", 4) as write,
+    ):
+        write(b"x" * count)
 
 
 def test_writer_refuses_an_existing_file(tmp_path: Path) -> None:

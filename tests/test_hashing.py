@@ -25,6 +25,20 @@ def test_digest_and_size_match_the_file(tmp_path: Path, threaded: bool) -> None:
     assert (file.size, file.sha256) == (len(data), hashlib.sha256(data).hexdigest())
 
 
+@pytest.mark.parametrize("threaded", [False, True])
+def test_bytes_handed_to_a_function_are_hashed_in_order(threaded: bool) -> None:
+    received: list[bytes] = []
+    with ThreadPoolExecutor(1) as pool:
+        with HashedFile(
+            lambda view: received.append(bytes(view)), pool if threaded else None
+        ) as file:
+            for chunk in CHUNKS:
+                file.write(chunk)
+        data = b"".join(CHUNKS)
+        assert b"".join(received) == data
+        assert (file.size, file.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+
+
 def test_kept_chunks_are_hashed_in_order_on_two_threads(tmp_path: Path) -> None:
     chunks = [bytes([i]) * (PARALLEL_BYTES + i) if i % 2 else b"small%d" % i for i in range(9)]
     with ThreadPoolExecutor(2) as pool:

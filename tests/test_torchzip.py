@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from flambe_compat import load_state_from_file, save_state_to_file
-from flambe_compat.torchzip import Declined, load_zip, save_zip
+from flambe_compat.torchzip import Declined, load_zip, plan_zip, save_zip
 from flambe_compat.unpickle import Trust, UnsafeGlobalError, pickle_module_for
 from tests.test_write import make_state
 
@@ -300,11 +300,34 @@ def test_it_returns_the_pickle_it_wrote() -> None:
     assert pickled == zipfile.ZipFile(buffer).read("archive/data.pkl")
 
 
+@pytest.mark.parametrize("executor", [False, True])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"w": torch.ones(3)},
+        {"large": torch.randn(1 << 19), "small": torch.arange(7), "name": "n" * 300},
+        {f"layer{n}.weight": torch.randn(n + 1, 3).double() for n in range(40)},
+    ],
+    ids=["no-tensor", "one-tensor", "large-record", "many-records"],
+)
+def test_a_plan_knows_the_size_of_the_file_before_writing_it(value: Any, executor: bool) -> None:
+    planned = plan_zip(value)
+    assert planned is not None
+    buffer = io.BytesIO()
+    with ThreadPoolExecutor(1) as pool:
+        planned.write(buffer, pool if executor else None)
+    assert planned.size == len(buffer.getvalue())
+    assert zipfile.ZipFile(buffer).testzip() is None
+    assert planned.pickled == zipfile.ZipFile(buffer).read("archive/data.pkl")
+
+
 def test_too_large_for_a_plain_zip_file_it_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("flambe_compat.torchzip.MAX_ZIP_BYTES", 16)
     buffer = io.BytesIO()
     assert save_zip({"w": torch.ones(4)}, buffer) is None
     assert buffer.getvalue() == b""
+    assert plan_zip({"w": torch.ones(4)}) is None
 
 
 def test_a_protocol_2_save_too_large_for_it_goes_through_torch_save(

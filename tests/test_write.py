@@ -101,6 +101,41 @@ def test_archive_path_and_tar_members_as_protocol_1(tmp_path: Path, mode: str) -
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
+@pytest.mark.parametrize("protocol", [1, 2])
+@pytest.mark.parametrize("pickle_only", [False, True], ids=["folder", "pickle"])
+def test_a_compressed_save_streams_into_its_tarball_without_a_folder_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: int, pickle_only: bool
+) -> None:
+    state = wrapper_state()
+    save_state_to_file(state, tmp_path / "plain", pickle_only=pickle_only, protocol=protocol)
+    plain = archive_path(tmp_path / "plain", False, pickle_only)
+
+    def no_folder(root: Path) -> None:
+        raise AssertionError(f"a compressed save built a folder at {root}")
+
+    monkeypatch.setattr("flambe_compat.write.Folder", no_folder)
+    save_state_to_file(
+        state, tmp_path / "packed", compress=True, pickle_only=pickle_only, protocol=protocol
+    )
+    compressed = archive_path(tmp_path / "packed", True, pickle_only)
+    with tarfile.open(compressed, "r:gz") as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    unpacked = tmp_path / "unpacked" / plain.name.replace("plain", "packed")
+    assert_same(load_state_from_file(unpacked), load_state_from_file(plain))
+    if protocol == 2 and not pickle_only:
+        checked_manifest(unpacked)
+        files = {p.relative_to(plain).as_posix() for p in plain.rglob("*") if p.is_file()}
+        assert files == {
+            p.relative_to(unpacked).as_posix() for p in unpacked.rglob("*") if p.is_file()
+        }
+        for name in files:
+            if not name.endswith(MANIFEST_FILE_NAME):
+                assert (unpacked / name).read_bytes() == (plain / name).read_bytes(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [plain.name, compressed.name, "unpacked"]
+    )
+
+
 def test_folder_layout_is_protocol_1_plus_the_manifest(tmp_path: Path) -> None:
     state = wrapper_state()
     new = saved(tmp_path, state)
