@@ -40,6 +40,9 @@ _COPY_BYTES = 1 << 20
 class Destination(Protocol):
     """Where the files of one save go, each named by its POSIX path below the root."""
 
+    sizes_first: bool
+    """Whether a file's size is wanted before its bytes (to stream it, not spill it)."""
+
     def folder(self, prefix: str) -> None:
         """The folder `prefix` (`""`: the root; else ending in `/`), parents first."""
 
@@ -59,6 +62,8 @@ class Destination(Protocol):
 class Folder:
     """Files below the local folder `root` (created by `folder("")`)."""
 
+    sizes_first = False
+
     def __init__(self, root: Path) -> None:
         self._root = f"{os.fspath(root)}/"  # strings: thousands of Paths cost a few percent
 
@@ -69,20 +74,18 @@ class Folder:
     def whole(self, name: str, data: bytes) -> WrittenFile:
         return write_hashed(self._root + name, data)
 
-    @contextlib.contextmanager
-    def hashed(self, name: str, size: int | None, hasher: Executor | None) -> Iterator[HashedFile]:
-        with HashedFile(self._root + name, hasher) as file:
-            yield file
+    def hashed(self, name: str, size: int | None, hasher: Executor | None) -> HashedFile:
+        return HashedFile(self._root + name, hasher)
 
-    @contextlib.contextmanager
-    def plain(self, name: str) -> Iterator[IO[bytes]]:
-        with open(self._root + name, "xb") as file:
-            yield file
+    def plain(self, name: str) -> IO[bytes]:
+        return open(self._root + name, "xb")
 
 
 class Tarball:
     """Files streamed into `tar` as members below `root` (`""`: at the top), spilling a
     file of unknown size to a temporary file in `scratch` first."""
+
+    sizes_first = True
 
     def __init__(self, tar: TarWriter, root: str, scratch: Path) -> None:
         self._tar = tar

@@ -39,7 +39,6 @@ import struct
 import sys
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -304,28 +303,31 @@ def plan_zip(value: Any, pickle_protocol: int = 2) -> PlannedZip | None:
     pickler.dump(value)
     pickled = buffer.getvalue()
     storages = list(pickler.storages.values())
-    if not storages:
-        return PlannedZip(pickled, [], len(_plain_file(pickled)))
     if sum(storage.nbytes() for _, storage in storages) >= MAX_ZIP_BYTES:
         return None
-    return PlannedZip(pickled, storages, _zip_size(_records(pickled, storages)))
+    return PlannedZip(pickled, _records(pickled, storages) if storages else [])
 
 
-@dataclass(frozen=True)
 class PlannedZip:
-    """A torch file to write (`plan_zip`): its pickle, its storages and its size."""
+    """A torch file to write (`plan_zip`): its pickle (`pickled`) and its records (none
+    for a file naming no storage, whose bytes are cached whole)."""
 
-    pickled: bytes
-    storages: list[tuple[str, torch.UntypedStorage]]
-    size: int
+    def __init__(self, pickled: bytes, records: list[_Record]) -> None:
+        self.pickled = pickled
+        self._records = records
+
+    @functools.cached_property
+    def size(self) -> int:
+        """The length of the file, computed on demand from the records' sizes."""
+        return _zip_size(self._records) if self._records else len(_plain_file(self.pickled))
 
     def write(self, file: IO[bytes], executor: Executor | None = None) -> None:
         """Write the file; with `executor`, the CRC of large records is computed there
         while they are written."""
-        if not self.storages:
-            file.write(_plain_file(self.pickled))
+        if self._records:
+            _write_zip(file, self._records, executor)
         else:
-            _write_zip(file, _records(self.pickled, self.storages), executor)
+            file.write(_plain_file(self.pickled))
 
 
 class _StoragePickler(pickle.Pickler):

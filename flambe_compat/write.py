@@ -306,7 +306,7 @@ def _write_node(
     pickles = []
     for value, name in payloads:
         planned = plan_zip(value, encoding.pickle_protocol)
-        size = None if planned is None else planned.size
+        size = planned.size if planned is not None and files.sizes_first else None
         with files.hashed(prefix + name, size, hasher) as hashed:
             if planned is not None:
                 planned.write(cast(IO[bytes], hashed), hasher)
