@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import pickle
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,6 +135,15 @@ def test_a_compressed_save_streams_into_its_tarball_without_a_folder_on_disk(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [plain.name, compressed.name, "unpacked"]
     )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_save_that_fails_midway_leaves_nothing(tmp_path: Path, mode: str) -> None:
+    state = make_state(nodes=6)
+    state["child3.label"] = lambda: None  # the standard pickle refuses it, after 3 nodes
+    with pytest.raises(pickle.PicklingError, match="lambda"):
+        saved(tmp_path, state, mode)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_folder_layout_is_protocol_1_plus_the_manifest(tmp_path: Path) -> None:
