@@ -141,7 +141,7 @@ def test_a_compressed_save_streams_into_its_tarball_without_a_folder_on_disk(
 def test_a_save_that_fails_midway_leaves_nothing(tmp_path: Path, mode: str) -> None:
     state = make_state(nodes=6)
     state["child3.label"] = lambda: None  # the standard pickle refuses it, after 3 nodes
-    with pytest.raises(pickle.PicklingError, match="lambda"):
+    with pytest.raises((AttributeError, pickle.PicklingError), match="pickle"):
         saved(tmp_path, state, mode)
     assert list(tmp_path.iterdir()) == []
 
