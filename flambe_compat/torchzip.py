@@ -9,7 +9,7 @@ record: a slice of one private mapping of the file (`mmap`, as `torch.load(mmap=
 does), of the bytes already in memory, or read straight into a new storage. The tensors
 and values are what `torch.load` returns for the same file.
 
-`save_zip` writes what `torch.save` writes (the same records, tensor data aligned to 64
+`plan_zip` writes what `torch.save` writes (the same records, tensor data aligned to 64
 bytes for memory mapping, so `torch.load(weights_only=True, mmap=True)` reads it) in one
 sequential pass that a hashing file can follow, without `torch.save`'s fixed cost, and
 with a CRC fast enough (ISA-L's) to keep up with the writes.
@@ -22,7 +22,7 @@ CPU storages loaded to the CPU outside a fake tensor mode, and no TorchScript.
 
 >>> import io, torch
 >>> from flambe_compat.unpickle import Trust, pickle_module_for
->>> buffer = io.BytesIO(); _ = save_zip({"w": torch.ones(2)}, buffer); _ = buffer.seek(0)
+>>> buffer = io.BytesIO(); plan_zip({"w": torch.ones(2)}).write(buffer); _ = buffer.seek(0)
 >>> torch.load(buffer, weights_only=True)
 {'w': tensor([1., 1.])}
 >>> load_zip(bytearray(buffer.getvalue()), pickle_module_for(Trust()).Unpickler)
@@ -270,23 +270,11 @@ _DEFERRED_CRC_BYTES = 1 << 20
 """Records at least this large have their CRC computed while they are written."""
 
 
-def save_zip(
-    value: Any, file: IO[bytes], pickle_protocol: int = 2, executor: Executor | None = None
-) -> bytes | None:
-    """Write `value` to `file` as `torch.save(value, file, pickle, pickle_protocol)` would,
-    in one sequential pass; returns the pickle (`data.pkl`), or `None`, having written
-    nothing, for a value whose tensors do not fit in `MAX_ZIP_BYTES` (see `plan_zip`)."""
-    planned = plan_zip(value, pickle_protocol)
-    if planned is None:
-        return None
-    planned.write(file, executor)
-    return planned.pickled
-
-
 def plan_zip(value: Any, pickle_protocol: int = 2) -> PlannedZip | None:
-    """`value` pickled for its torch file, whose size is known before a byte is written
-    (a tar member announces its size first); `None` for a value whose tensors do not fit
-    in `MAX_ZIP_BYTES`.
+    """`value` pickled for its torch file, `torch.save(value, file, pickle,
+    pickle_protocol)` written in one sequential pass (`PlannedZip.write`), whose size is
+    known before a byte is written (a tar member announces its size first); `None` for
+    a value whose tensors do not fit in `MAX_ZIP_BYTES`.
 
     The pickle is made with the standard `pickle` and torch's own reductions of tensors;
     storages on other devices are copied to the CPU as they are written and keep their
