@@ -18,19 +18,22 @@ LARGE = bytes(range(256)) * 8192  # 2 MiB: hashed on the helper thread
 
 def fill(files: Destination) -> dict[str, tuple[int, str]]:
     """A small save's worth of files, each kind of write once; returns the digests."""
-    digests = {}
     files.folder("")
     files.folder("child/")
-    digests["version.txt"] = tuple(files.whole("version.txt", b"Model:1.0.0"))
+    size, sha256 = files.whole("version.txt", b"Model:1.0.0")
+    digests = {"version.txt": (size, sha256)}
     with ThreadPoolExecutor(1) as hasher:
         for name, size in (("child/state.pt", len(LARGE) + 5), ("child/stash.pkl", None)):
             with files.hashed(name, size, hasher) as file:
                 file.write(b"head!")
-                file.write_kept(LARGE) if size else file.write(b"unknown size")
+                if size is None:
+                    file.write(b"unknown size")
+                else:
+                    file.write_kept(LARGE)
             digests[name] = (file.size, file.sha256)
     with files.plain("child/config.yaml") as plain:
         plain.write(b"!Model {}\n")
-    return digests  # type: ignore[return-value]
+    return digests
 
 
 def contents(root: Path) -> dict[str, bytes]:
