@@ -9,10 +9,11 @@ record: a slice of one private mapping of the file (`mmap`, as `torch.load(mmap=
 does), of the bytes already in memory, or read straight into a new storage. The tensors
 and values are what `torch.load` returns for the same file.
 
-`plan_zip` writes what `torch.save` writes (the same records, tensor data aligned to 64
-bytes for memory mapping, so `torch.load(weights_only=True, mmap=True)` reads it) in one
-sequential pass that a hashing file can follow, without `torch.save`'s fixed cost, and
-with a CRC fast enough (ISA-L's) to keep up with the writes.
+`plan_zip(value).write(file)` writes what `torch.save` writes (the same records, tensor
+data aligned to 64 bytes for memory mapping, so `torch.load(weights_only=True,
+mmap=True)` reads it) in one sequential pass that a hashing file can follow, without
+`torch.save`'s fixed cost, and with a CRC fast enough (ISA-L's) to keep up with the
+writes; the plan knows the file's size before it is written.
 
 `load_zip` only takes the files it can read exactly as torch would: zip files as torch
 writes them below 4 GiB (those `ziprecords` takes), whose records are little-endian, of
@@ -420,8 +421,8 @@ class _ZipWriter:
     def add(self, name: str, data: bytes | memoryview) -> None:
         encoded = _record_name(self._prefix, name)
         size = len(data)
-        extra = _padding((self._offset + LOCAL_HEADER.size + len(encoded)) % _ALIGNMENT)
         offset = self._offset
+        extra = _extra_field(offset, encoded)
         flags = _DATA_DESCRIPTOR if _deferred(size) else 0
         if flags:
             executor = self._executor
@@ -465,9 +466,15 @@ def _deferred(size: int) -> bool:
 
 def _record_bytes(offset: int, encoded: bytes, size: int) -> int:
     """The length of a record starting at `offset`: header, padding, bytes, descriptor."""
-    header = LOCAL_HEADER.size + len(encoded)
     descriptor = _DESCRIPTOR.size if _deferred(size) else 0
-    return header + len(_padding((offset + header) % _ALIGNMENT)) + size + descriptor
+    header = LOCAL_HEADER.size + len(encoded) + len(_extra_field(offset, encoded))
+    return header + size + descriptor
+
+
+def _extra_field(offset: int, encoded: bytes) -> bytes:
+    """The padding in the header of a record named `encoded` starting at `offset`, which
+    puts its data on a multiple of 64."""
+    return _padding((offset + LOCAL_HEADER.size + len(encoded)) % _ALIGNMENT)
 
 
 @functools.lru_cache(maxsize=_ALIGNMENT)
