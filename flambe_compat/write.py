@@ -211,13 +211,14 @@ def _write_archive(
     target = archive_path(path, compress, pickle_only)
     check_target(target, overwrite)
     inner_name = archive_path(path, False, pickle_only).name
+    root = "" if pickle_only else inner_name  # where the files go below the scratch folder
     with staging(target) as scratch:
         built = scratch / (target.name if compress else inner_name)
         if not compress:
-            build(Folder(scratch / ("" if pickle_only else inner_name)), inner_name)
+            build(Folder(scratch / root), inner_name)
         else:
             with tar_gz_writer(built) as tar:
-                build(Tarball(tar, "" if pickle_only else inner_name, scratch), inner_name)
+                build(Tarball(tar, root, scratch), inner_name)
         publish(built, target, overwrite)
     return target
 
